@@ -1,0 +1,115 @@
+"""Helpers shared by the exact and Monte Carlo objectives: data plates and per-datum log-densities.
+
+A *data plate* is a plate that contains every sample site of the model (latent and observed):
+its elements are conditionally independent replicates, so log p(x) factorizes over it. Every
+per-datum quantity in pyro_dvae (exact log p(x), discrete ELBO, IWAE bound) has the shape of the
+data plates, flattened to ``[num_data]``.
+"""
+
+from __future__ import annotations
+
+import torch
+from pyro.poutine import Trace
+from pyro.poutine.util import site_is_subsample
+
+from ..errors import DVAEInputError
+
+__all__ = ["DataPlates", "find_data_plates", "per_datum_log_prob", "sample_sites"]
+
+
+def sample_sites(trace: Trace) -> list[dict]:
+    """The sample sites of a trace, in execution order."""
+    return [
+        s for s in trace.nodes.values() if s["type"] == "sample" and not site_is_subsample(s)
+    ]
+
+
+class DataPlates:
+    """The data plates of a model trace and its plate nesting.
+
+    :ivar dims: negative dims (relative to the batch shape) of the data plates.
+    :ivar sizes: their sizes.
+    :ivar max_plate_nesting: number of batch dims reserved by plates.
+    """
+
+    def __init__(self, dims: tuple[int, ...], sizes: tuple[int, ...], max_plate_nesting: int):
+        self.dims = dims
+        self.sizes = sizes
+        self.max_plate_nesting = max_plate_nesting
+
+    @property
+    def num_data(self) -> int:
+        n = 1
+        for s in self.sizes:
+            n *= s
+        return n
+
+    def reduce(self, log_prob: torch.Tensor | float, lead: int) -> torch.Tensor:
+        """Sum a site's log-density over every non-data dim.
+
+        ``log_prob`` has ``lead`` dims (enumeration or particle dims) left of the plate dims; the
+        result has shape ``[*lead_sizes, num_data]``.
+        """
+        width = lead + self.max_plate_nesting
+        lp = torch.as_tensor(log_prob)
+        if lp.dim() > width:
+            raise ValueError(f"log_prob of shape {tuple(lp.shape)} has more than {width} dims")
+        lp = lp.reshape((1,) * (width - lp.dim()) + tuple(lp.shape))
+        keep = {width + d for d in self.dims}
+        other = [i for i in range(lead, width) if i not in keep]
+        if other:
+            lp = lp.sum(other, keepdim=True)
+        lead_shape = tuple(lp.shape[:lead])
+        data_shape = tuple(lp.shape[width + d] for d in self.dims)
+        lp = lp.reshape(lead_shape + data_shape).expand(lead_shape + self.sizes)
+        return lp.reshape(lead_shape + (self.num_data,))
+
+
+def find_data_plates(trace: Trace) -> DataPlates:
+    """Find the data plates of a model trace (plates that contain every sample site)."""
+    sites = sample_sites(trace)
+    if not sites:
+        raise DVAEInputError("the model has no sample sites; it must declare latents and data")
+    common = None
+    min_dim = 0
+    for site in sites:
+        frames = {
+            (f.name, f.dim, f.size) for f in site["cond_indep_stack"] if f.vectorized and f.dim is not None
+        }
+        for f in site["cond_indep_stack"]:
+            if f.vectorized and f.dim is not None:
+                min_dim = min(min_dim, f.dim)
+        common = frames if common is None else common & frames
+    for site in sites:
+        for f in site["cond_indep_stack"]:
+            if (f.name, f.dim, f.size) in common and getattr(f, "full_size", None) not in (
+                None,
+                f.size,
+            ):
+                raise DVAEInputError(
+                    f"plate '{f.name}' is subsampled; exact and per-datum evaluation need the "
+                    "full plate: pass the evaluation batch as data instead of subsampling"
+                )
+    ordered = sorted(common, key=lambda f: f[1])  # outermost (most negative) dim first
+    return DataPlates(
+        dims=tuple(f[1] for f in ordered), sizes=tuple(f[2] for f in ordered),
+        max_plate_nesting=-min_dim,
+    )
+
+
+def per_datum_log_prob(
+    trace: Trace, plates: DataPlates, lead: int, *, observed: bool | None = None
+) -> torch.Tensor:
+    """Sum of the per-datum log-densities of a trace's sample sites (optionally only (un)observed).
+
+    The trace must have had ``compute_log_prob`` called. Returns ``[*lead_sizes, num_data]``.
+    """
+    total = None
+    for site in sample_sites(trace):
+        if observed is not None and site["is_observed"] != observed:
+            continue
+        lp = plates.reduce(site["log_prob"], lead)
+        total = lp if total is None else total + lp
+    if total is None:
+        raise ValueError("no matching sample sites in the trace")
+    return total
