@@ -92,15 +92,18 @@ class LatentEnumeration:
             )
         self.plates: DataPlates = find_data_plates(trace)
         self.sites: list[_Site] = []
-        observed_numel = 0
+        floats_per_config = 1024  # slack for hidden activations of a decoder
         for site in sample_sites(trace):
             if site["is_observed"]:
-                observed_numel += site["value"].numel()
+                if getattr(_leaf(site["fn"]), "broadcasts_efficiently", False):
+                    floats_per_config += self.plates.num_data + site["fn"].event_shape.numel()
+                else:
+                    floats_per_config += site["value"].numel()
                 continue
             self.sites.append(self._describe(site))
         if not self.sites:
             raise DVAEInputError("the model has no latent sample sites to enumerate")
-        self.observed_numel = observed_numel
+        self.floats_per_config = floats_per_config
         self.log_num_configurations = sum(
             s.num_elements * math.log(s.num_categories) for s in self.sites
         )
@@ -138,8 +141,14 @@ class LatentEnumeration:
         return f"{parts} = {float(self.num_configurations):.3g}"
 
     def default_chunk_size(self, memory_budget: int = DEFAULT_MEMORY_BUDGET) -> int:
-        """Configurations per chunk so that the observed sites' per-chunk tensors fit the budget."""
-        bytes_per_config = 4 * 8 * max(self.observed_numel, 1)
+        """Configurations per chunk so that the per-chunk tensors fit ``memory_budget`` bytes.
+
+        The estimate counts the observed sites' log-density tensors (``C x batch x event``, or
+        ``C x (batch + event)`` for distributions that broadcast efficiently such as
+        :class:`~pyro_dvae.distributions.BernoulliVector`) plus decoder activations, times four
+        for temporaries and gradients.
+        """
+        bytes_per_config = 4 * 4 * self.floats_per_config
         return int(max(1, min(self.num_configurations, memory_budget // bytes_per_config)))
 
     def chunks(self, chunk_size: int | None = None) -> Iterator[dict[str, torch.Tensor]]:

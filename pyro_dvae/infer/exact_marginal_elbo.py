@@ -94,7 +94,7 @@ class ExactMarginalELBO(ELBO):
                 objective = objective + (log_q.exp() * (log_q - log_post)).sum()
             if objective.requires_grad:
                 objective.backward()
-            loss = -float(log_px.sum())
+            loss = -float(log_px.detach().sum())
         else:
             log_px = self.log_likelihood(model, *args, **kwargs)
             for values in space.chunks(chunk_size):
@@ -107,6 +107,6 @@ class ExactMarginalELBO(ELBO):
                     surrogate = surrogate + (log_q.exp() * (log_q - log_post)).sum()
                 if surrogate.requires_grad:
                     surrogate.backward()
-            loss = -float(log_px.sum())
+            loss = -float(log_px.detach().sum())
         warn_if_nan(loss, "loss")
         return loss

@@ -9,6 +9,7 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
+from ..distributions import BernoulliVector, OneHotCategorical
 from ..errors import DVAEInputError
 from ..latent import LatentSpec
 
@@ -102,7 +103,7 @@ class DiscreteVAE(nn.Module):
     # -- distributions ---------------------------------------------------------------------
     def _latent_dist(self, logits: torch.Tensor) -> dist.TorchDistribution:
         if self.latent.kind == "categorical":
-            return dist.OneHotCategorical(logits=logits).to_event(1)
+            return OneHotCategorical(logits=logits).to_event(1)
         return dist.Bernoulli(logits=logits).to_event(1)
 
     def prior(self) -> dist.TorchDistribution:
@@ -122,7 +123,7 @@ class DiscreteVAE(nn.Module):
         """p(x | z) as a distribution with event shape ``[data_dim]``."""
         out = self.decode(z)
         if self.likelihood_kind == "bernoulli":
-            return dist.Bernoulli(logits=out).to_event(1)
+            return BernoulliVector(out)
         return dist.Normal(out, self.log_scale.exp()).to_event(1)
 
     # -- Pyro model and guide ---------------------------------------------------------------

@@ -1,0 +1,160 @@
+"""Step time of one SVI step: pyro_dvae vs a hand-written PyTorch loop vs plain Pyro Trace_ELBO.
+
+Same network (encoder 784-512-256, 20x10 one-hot latents, mirrored decoder, Bernoulli pixels),
+same estimator (Gumbel-softmax, temperature 1), same batch (100) and Adam, timed in one process,
+interleaved round-robin so that machine noise hits all three alike. Prints median milliseconds
+per step and the ratios; the last line is exactly ``ours/handwritten = R``.
+
+    python benchmarks/bench_step.py            # full
+    python benchmarks/bench_step.py --smoke    # seconds, for the test suite
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import time
+
+import pyro
+import pyro.distributions as dist
+import torch
+import torch.nn.functional as F
+from pyro.infer import SVI, Trace_ELBO
+
+from pyro_dvae import DiscreteVAE
+from pyro_dvae.infer import GumbelSoftmaxELBO
+
+
+def make_data(n: int, dim: int, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    probs = torch.rand(dim, generator=g) * 0.4
+    return torch.bernoulli(probs.expand(n, dim), generator=g)
+
+
+class Handwritten:
+    """The same estimator written directly in PyTorch (no Pyro)."""
+
+    def __init__(self, vae: DiscreteVAE, lr: float, tau: float, kl: str):
+        self.vae, self.tau, self.kl = vae, tau, kl
+        self.opt = torch.optim.Adam(vae.parameters(), lr=lr)
+
+    def _log_concrete(self, logits, log_y):
+        # log-density of the Concrete distribution at y = exp(log_y), per group
+        k = logits.shape[-1]
+        tau = self.tau
+        score = logits - tau * log_y
+        score = (score - score.logsumexp(-1, keepdim=True)).sum(-1)
+        return score + math.lgamma(k) + (k - 1) * math.log(tau) - log_y.sum(-1)
+
+    def step(self, x: torch.Tensor) -> float:
+        vae = self.vae
+        logits = torch.log_softmax(vae.encode_logits(x), -1)
+        u = torch.rand_like(logits).clamp(1e-6, 1 - 1e-6)
+        scores = (logits - torch.log(-torch.log(u))) / self.tau
+        log_y = scores - scores.logsumexp(-1, keepdim=True)
+        y = log_y.exp()
+        rec = -F.binary_cross_entropy_with_logits(vae.decode(y), x, reduction="none").sum(-1)
+        prior = torch.log_softmax(vae.prior_logits, -1).expand_as(logits)
+        if self.kl == "relaxed":
+            kl = (self._log_concrete(logits, log_y) - self._log_concrete(prior, log_y)).sum(-1)
+        else:
+            kl = (logits.exp() * (logits - prior)).sum((-1, -2))
+        loss = -(rec - kl).sum()
+        self.opt.zero_grad()
+        loss.backward()
+        self.opt.step()
+        return float(loss.detach())
+
+
+def plain_pyro_model_guide(vae: DiscreteVAE, tau: float):
+    """A user relaxing by hand with Pyro's own RelaxedOneHotCategorical, trained by Trace_ELBO."""
+    t = torch.tensor(tau)
+
+    def model(x):
+        pyro.module("plain", vae)
+        with pyro.plate("data", x.shape[0]):
+            prior = dist.RelaxedOneHotCategorical(t, logits=vae.prior_logits).to_event(1)
+            z = pyro.sample("z", prior)
+            pyro.sample("x", dist.Bernoulli(logits=vae.decode(z)).to_event(1), obs=x)
+
+    def guide(x):
+        pyro.module("plain", vae)
+        with pyro.plate("data", x.shape[0]):
+            q = dist.RelaxedOneHotCategorical(t, logits=vae.encode_logits(x)).to_event(1)
+            pyro.sample("z", q)
+
+    return model, guide
+
+
+def main(args: argparse.Namespace) -> float:
+    torch.set_num_threads(args.threads)
+    pyro.enable_validation(False)
+    torch.manual_seed(0)
+    dim, hidden = (64, (32, 16)) if args.smoke else (784, (512, 256))
+    x = make_data(args.batch_size, dim)
+    nets = {}
+    for name in ("ours", "handwritten", "pyro"):
+        torch.manual_seed(0)
+        nets[name] = DiscreteVAE(dim, args.latent, encoder_hidden=hidden)
+    svi_ours = SVI(
+        nets["ours"].model,
+        nets["ours"].guide,
+        pyro.optim.Adam({"lr": 1e-3}),
+        GumbelSoftmaxELBO(temperature=args.temperature, kl=args.kl),
+    )
+    hand = Handwritten(nets["handwritten"], 1e-3, args.temperature, args.kl)
+    model, guide = plain_pyro_model_guide(nets["pyro"], args.temperature)
+    svi_pyro = SVI(model, guide, pyro.optim.Adam({"lr": 1e-3}), Trace_ELBO())
+    steps = {
+        "ours": lambda: svi_ours.step(x),
+        "handwritten": lambda: hand.step(x),
+        "pyro": lambda: svi_pyro.step(x),
+    }
+    if args.kl != "relaxed":
+        del steps["pyro"]  # plain Pyro has no analytic-KL counterpart without hand-written code
+    times: dict[str, list[float]] = {k: [] for k in steps}
+    for name, fn in steps.items():  # warm-up
+        for _ in range(args.warmup):
+            fn()
+    for _ in range(args.rounds):
+        for name, fn in steps.items():
+            t0 = time.perf_counter()
+            for _ in range(args.steps):
+                fn()
+            times[name].append((time.perf_counter() - t0) / args.steps * 1e3)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    print(
+        f"batch {args.batch_size}, data dim {dim}, hidden {hidden}, latent {args.latent}, "
+        f"kl={args.kl}, tau={args.temperature}, threads={torch.get_num_threads()}, "
+        f"{args.rounds} rounds x {args.steps} steps"
+    )
+    for k, v in med.items():
+        print(f"{k:12s} {v:8.2f} ms/step  (min {min(times[k]):.2f}, max {max(times[k]):.2f})")
+    if "pyro" in med:
+        print(f"pyro/handwritten = {med['pyro'] / med['handwritten']:.3f}")
+    ratio = med["ours"] / med["handwritten"]
+    print(f"ours/handwritten = {ratio:.3f}")
+    return ratio
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--smoke", action="store_true", help="tiny sizes, a few steps")
+    p.add_argument("--batch-size", type=int, default=100)
+    p.add_argument("--latent", default="20x10")
+    p.add_argument("--kl", choices=("relaxed", "analytic"), default="relaxed")
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--rounds", type=int, default=None)
+    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--warmup", type=int, default=None)
+    p.add_argument("--threads", type=int, default=torch.get_num_threads())
+    args = p.parse_args(argv)
+    args.rounds = args.rounds or (2 if args.smoke else 15)
+    args.steps = args.steps or (2 if args.smoke else 20)
+    args.warmup = args.warmup if args.warmup is not None else (1 if args.smoke else 10)
+    return args
+
+
+if __name__ == "__main__":
+    main(parse_args())
