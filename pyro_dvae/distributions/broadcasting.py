@@ -27,7 +27,8 @@ def broadcast_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """
     batch = torch.broadcast_shapes(a.shape[:-1], b.shape[:-1])
     n = len(batch)
-    if n > 25:
+    if n > 25 or a.shape[:-1] == b.shape[:-1]:
+        # nothing to gain from a matrix product: elementwise is one fused pass
         return (a * b).sum(-1)
     a = a.reshape((1,) * (n + 1 - a.dim()) + tuple(a.shape))
     b = b.reshape((1,) * (n + 1 - b.dim()) + tuple(b.shape))

@@ -86,14 +86,24 @@ class ConcreteOneHotCategorical(RelaxedOneHotCategorical):
         super().__init__(temperature, probs=probs, logits=logits, validate_args=validate_args)
 
     def expand(self, batch_shape, _instance=None):
-        logits = self.logits.expand(torch.Size(batch_shape) + self.event_shape)
-        return type(self)(self.temperature, logits=logits, validate_args=self._validate_args)
+        # torch's expand pattern: views of the parameters, no re-normalization of the logits
+        new = self._get_checked_instance(ConcreteOneHotCategorical, _instance)
+        return super().expand(batch_shape, _instance=new)
 
     def rsample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
         log_value = self.base_dist.rsample(sample_shape)
         value = log_value.exp()
         setattr(value, LOG_VALUE_ATTR, log_value)
         return value
+
+    def _validate_sample(self, value: torch.Tensor) -> None:
+        cached = getattr(value, LOG_VALUE_ATTR, None)
+        if cached is not None and cached.shape == value.shape:
+            # Our own sample: at low temperature its float32 exp() can leave the simplex
+            # tolerance (and underflow to 0) although the log-space value is exact. Check the
+            # shape against a one-hot vertex of the same shape instead of the rounded values.
+            value = torch.zeros_like(value).scatter_(-1, cached.argmax(-1, keepdim=True), 1.0)
+        super()._validate_sample(value)
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         if self._validate_args:
@@ -155,11 +165,10 @@ class StraightThroughOneHotCategorical(OneHotCategorical):
         super().__init__(probs=probs, logits=logits, validate_args=validate_args)
 
     def expand(self, batch_shape, _instance=None):
-        batch_shape = torch.Size(batch_shape)
-        logits = self.logits.expand(batch_shape + self.event_shape)
-        return StraightThroughOneHotCategorical(
-            self.temperature, logits=logits, validate_args=self._validate_args
-        )
+        new = self._get_checked_instance(StraightThroughOneHotCategorical, _instance)
+        new._concrete = self._concrete.expand(batch_shape)
+        new.temperature = self.temperature
+        return super().expand(batch_shape, _instance=new)
 
     def rsample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
         soft = self._concrete.rsample(sample_shape)

@@ -54,8 +54,8 @@ class ConcreteBernoulli(RelaxedBernoulli):
         super().__init__(temperature, probs=probs, logits=logits, validate_args=validate_args)
 
     def expand(self, batch_shape, _instance=None):
-        logits = self.logits.expand(torch.Size(batch_shape))
-        return type(self)(self.temperature, logits=logits, validate_args=self._validate_args)
+        new = self._get_checked_instance(ConcreteBernoulli, _instance)
+        return super().expand(batch_shape, _instance=new)
 
     def rsample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
         logit_value = self.base_dist.rsample(sample_shape)
@@ -107,10 +107,10 @@ class StraightThroughBernoulli(Bernoulli):
         super().__init__(probs=probs, logits=logits, validate_args=validate_args)
 
     def expand(self, batch_shape, _instance=None):
-        logits = self.logits.expand(torch.Size(batch_shape))
-        return StraightThroughBernoulli(
-            self.temperature, logits=logits, validate_args=self._validate_args
-        )
+        new = self._get_checked_instance(StraightThroughBernoulli, _instance)
+        new._concrete = self._concrete.expand(batch_shape)
+        new.temperature = self.temperature
+        return super().expand(batch_shape, _instance=new)
 
     def rsample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
         soft = self._concrete.rsample(sample_shape)

@@ -7,31 +7,47 @@ from .enumeration import (
     exact_log_likelihood,
     exact_posterior,
 )
-from .estimators import ESTIMATORS, RELAXED_ESTIMATORS, build_elbo
+from .estimators import ESTIMATORS, EXACT_ESTIMATORS, RELAXED_ESTIMATORS, build_elbo
 from .evaluation import discrete_elbo, iwae_log_likelihood
 from .exact_marginal_elbo import ExactMarginalELBO
+from .gumbel_rao_elbo import GumbelRaoELBO, GumbelRaoMessenger, gumbel_rao_distribution
 from .gumbel_softmax_elbo import KL_CHOICES, GumbelSoftmaxELBO
-from .relax import RelaxMessenger, relax, relax_distribution
+from .relax import RelaxMessenger, discrete_counterpart, relax, relax_distribution
 from .schedules import ConstantTemperature, ExponentialDecayTemperature, TemperatureSchedule
+from .score_function_elbo import BASELINES, BaselineMessenger, NeuralBaseline, ScoreFunctionELBO
+from .torch_optim_svi import TorchOptimSVI
+from .vimco_elbo import VIMCOELBO, vimco_learning_signals
 
 __all__ = [
+    "BASELINES",
     "DEFAULT_MAX_CONFIGURATIONS",
     "ESTIMATORS",
+    "EXACT_ESTIMATORS",
     "KL_CHOICES",
     "RELAXED_ESTIMATORS",
+    "BaselineMessenger",
     "ConstantTemperature",
     "EnumeratedELBO",
     "ExactMarginalELBO",
     "ExponentialDecayTemperature",
+    "GumbelRaoELBO",
+    "GumbelRaoMessenger",
     "GumbelSoftmaxELBO",
     "LatentEnumeration",
+    "NeuralBaseline",
     "RelaxMessenger",
+    "ScoreFunctionELBO",
     "TemperatureSchedule",
+    "TorchOptimSVI",
+    "VIMCOELBO",
     "build_elbo",
+    "discrete_counterpart",
     "discrete_elbo",
     "exact_log_likelihood",
     "exact_posterior",
+    "gumbel_rao_distribution",
     "iwae_log_likelihood",
     "relax",
     "relax_distribution",
+    "vimco_learning_signals",
 ]

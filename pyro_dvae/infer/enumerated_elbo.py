@@ -68,7 +68,9 @@ class EnumeratedELBO(ELBO):
         return total
 
     def _get_trace(self, model, guide, args, kwargs):
-        raise NotImplementedError(f"{type(self).__name__} sums over configurations; it draws no traces")
+        raise NotImplementedError(
+            f"{type(self).__name__} sums over configurations; it draws no traces"
+        )
 
     def loss(self, model, guide, *args, **kwargs) -> float:
         with torch.no_grad():

@@ -23,9 +23,7 @@ __all__ = ["discrete_elbo", "iwae_log_likelihood"]
 
 def _traces(model: Callable, guide: Callable, args: tuple, kwargs: dict):
     guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
-    model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(
-        *args, **kwargs
-    )
+    model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
     model_trace.compute_log_prob()
     guide_trace.compute_log_prob()
     return model_trace, guide_trace

@@ -67,7 +67,9 @@ class ExactMarginalELBO(ELBO):
         return total
 
     def _get_trace(self, model, guide, args, kwargs):
-        raise NotImplementedError(f"{type(self).__name__} sums over configurations; it draws no traces")
+        raise NotImplementedError(
+            f"{type(self).__name__} sums over configurations; it draws no traces"
+        )
 
     def loss(self, model, guide, *args, **kwargs) -> float:
         loss = -float(self.log_likelihood(model, *args, **kwargs).sum())

@@ -11,7 +11,7 @@ from pyro.util import warn_if_nan
 from torch.distributions import kl_divergence
 
 from ..errors import DVAEInputError
-from .relax import DISCRETE_FN, relax
+from .relax import discrete_counterpart, relax
 
 __all__ = ["GumbelSoftmaxELBO", "KL_CHOICES"]
 
@@ -48,7 +48,8 @@ class GumbelSoftmaxELBO(Trace_ELBO):
         >>> import pyro, pyro.distributions as dist
         >>> def model(x):
         ...     with pyro.plate("data", len(x)):
-        ...         z = pyro.sample("z", dist.OneHotCategorical(logits=torch.zeros(2, 3)).to_event(1))
+        ...         p = dist.OneHotCategorical(logits=torch.zeros(2, 3)).to_event(1)
+        ...         z = pyro.sample("z", p)
         ...         pyro.sample("x", dist.Normal(z.sum((-1, -2)), 1.0), obs=x)
         >>> def guide(x):
         ...     logits = pyro.param("q", torch.zeros(len(x), 2, 3))
@@ -103,8 +104,8 @@ class GumbelSoftmaxELBO(Trace_ELBO):
                 elbo = elbo + site["log_prob_sum"]
                 continue
             guide_site = guide_trace.nodes[name]
-            q = guide_site["infer"].get(DISCRETE_FN)
-            p = site["infer"].get(DISCRETE_FN)
+            q = discrete_counterpart(guide_site["fn"])
+            p = discrete_counterpart(site["fn"])
             if q is not None and p is not None:
                 kl = _scale_and_mask(kl_divergence(q, p), guide_site)
                 elbo = elbo - kl.sum()

@@ -5,9 +5,12 @@ wrapped by ``.to_event``, ``.expand`` or ``.mask``). Under :func:`relax`, every 
 sample site draws from the Concrete counterpart at the given temperature instead
 (:class:`~pyro_dvae.distributions.ConcreteOneHotCategorical`,
 :class:`~pyro_dvae.distributions.ConcreteBernoulli`), or from the straight-through variant. The
-original discrete distribution is kept in ``msg["infer"]["discrete_fn"]`` so that an ELBO can
-compute exact discrete KL terms. The same model function therefore serves relaxed, straight-through
-and exact-enumeration estimators without edits.
+original discrete distribution is kept on the relaxed distribution object (read it back with
+:func:`discrete_counterpart`) so that an ELBO can compute exact discrete KL terms. It travels with
+the distribution rather than in ``msg["infer"]`` because ``poutine.replay`` copies the guide's
+``infer`` dict onto the model's site, which would make the model's "prior" the guide's q.
+The same model function therefore serves relaxed, straight-through and exact-enumeration
+estimators without edits.
 
 References:
     [1] C. J. Maddison, A. Mnih, Y. W. Teh. The Concrete Distribution. arXiv:1611.00712
@@ -33,9 +36,32 @@ from ..distributions import (
 )
 from ..errors import DVAEInputError
 
-__all__ = ["DISCRETE_FN", "RelaxMessenger", "relax", "relax_distribution"]
+__all__ = ["RelaxMessenger", "discrete_counterpart", "relax", "relax_distribution"]
 
-DISCRETE_FN = "discrete_fn"
+_DISCRETE_ATTR = "_pyro_dvae_discrete_fn"
+
+
+def discrete_counterpart(fn: Distribution) -> Distribution | None:
+    """The discrete distribution that a site's relaxed ``fn`` was made from by :func:`relax`.
+
+    Returns ``None`` for a distribution that :func:`relax` did not produce.
+
+    Example:
+        >>> import pyro.distributions as dist
+        >>> import pyro.poutine as poutine
+        >>> def model():
+        ...     pyro.sample("z", dist.OneHotCategorical(logits=torch.zeros(3)))
+        >>> site = poutine.trace(relax(model, temperature=0.5)).get_trace().nodes["z"]
+        >>> type(discrete_counterpart(site["fn"])).__name__
+        'OneHotCategorical'
+    """
+    return getattr(fn, _DISCRETE_ATTR, None)
+
+
+def mark_relaxed(relaxed: Distribution, discrete: Distribution) -> Distribution:
+    """Record on ``relaxed`` the discrete distribution it relaxes; returns ``relaxed``."""
+    setattr(relaxed, _DISCRETE_ATTR, discrete)
+    return relaxed
 
 
 def relax_distribution(
@@ -112,13 +138,15 @@ class RelaxMessenger(Messenger):
     def _pyro_sample(self, msg: dict) -> None:
         if msg["is_observed"] or (self.sites is not None and msg["name"] not in self.sites):
             return
-        if msg["infer"].get(DISCRETE_FN) is not None:  # already relaxed by an outer handler
+        if discrete_counterpart(msg["fn"]) is not None:  # already relaxed by an outer handler
             return
-        relaxed = relax_distribution(msg["fn"], self.temperature, self.straight_through)
-        if relaxed is None:
+        relaxed = self._relax(msg["fn"])
+        if relaxed is None or relaxed is msg["fn"]:
             return
-        msg["infer"] = dict(msg["infer"], **{DISCRETE_FN: msg["fn"]})
-        msg["fn"] = relaxed
+        msg["fn"] = mark_relaxed(relaxed, msg["fn"])
+
+    def _relax(self, fn: Distribution) -> Distribution | None:
+        return relax_distribution(fn, self.temperature, self.straight_through)
 
 
 def relax(

@@ -19,9 +19,7 @@ __all__ = ["DataPlates", "find_data_plates", "per_datum_log_prob", "sample_sites
 
 def sample_sites(trace: Trace) -> list[dict]:
     """The sample sites of a trace, in execution order."""
-    return [
-        s for s in trace.nodes.values() if s["type"] == "sample" and not site_is_subsample(s)
-    ]
+    return [s for s in trace.nodes.values() if s["type"] == "sample" and not site_is_subsample(s)]
 
 
 class DataPlates:
@@ -74,7 +72,9 @@ def find_data_plates(trace: Trace) -> DataPlates:
     min_dim = 0
     for site in sites:
         frames = {
-            (f.name, f.dim, f.size) for f in site["cond_indep_stack"] if f.vectorized and f.dim is not None
+            (f.name, f.dim, f.size)
+            for f in site["cond_indep_stack"]
+            if f.vectorized and f.dim is not None
         }
         for f in site["cond_indep_stack"]:
             if f.vectorized and f.dim is not None:
@@ -92,7 +92,8 @@ def find_data_plates(trace: Trace) -> DataPlates:
                 )
     ordered = sorted(common, key=lambda f: f[1])  # outermost (most negative) dim first
     return DataPlates(
-        dims=tuple(f[1] for f in ordered), sizes=tuple(f[2] for f in ordered),
+        dims=tuple(f[1] for f in ordered),
+        sizes=tuple(f[2] for f in ordered),
         max_plate_nesting=-min_dim,
     )
 

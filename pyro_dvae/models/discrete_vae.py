@@ -89,7 +89,8 @@ class DiscreteVAE(nn.Module):
         self._logit_shape = (
             (spec.groups, spec.categories) if spec.kind == "categorical" else (spec.groups,)
         )
-        decoder_hidden = tuple(reversed(encoder_hidden)) if decoder_hidden is None else decoder_hidden
+        if decoder_hidden is None:
+            decoder_hidden = tuple(reversed(encoder_hidden))
         self.encoder = mlp(self.data_dim, encoder_hidden, spec.dim)
         self.decoder = mlp(spec.dim, decoder_hidden, self.data_dim)
         logits = torch.zeros(self._logit_shape)

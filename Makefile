@@ -1,0 +1,39 @@
+# Developer shortcuts. `make install test lint` mirrors what .ci/run does.
+PYTHON ?= python
+TORCH_VERSION ?= 2.13.0
+OUT ?= runs/default
+
+.PHONY: install test test-fast lint format train bench clean
+
+install:  ## CPU torch first (no CUDA download), then the package with dev extras
+	$(PYTHON) -m pip install torch==$(TORCH_VERSION)
+	$(PYTHON) -m pip install -e '.[dev]'
+
+test:  ## the default (fast) test suite
+	$(PYTHON) -m pytest -q
+
+test-fast:  ## skip tests marked slow
+	$(PYTHON) -m pytest -q -m "not slow"
+
+lint:
+	ruff check .
+	ruff format --check .
+
+format:
+	ruff check --fix .
+	ruff format .
+
+train:  ## default run: digits, 4x8 categorical latent, Gumbel-softmax (about a minute on CPU)
+	$(PYTHON) -m pyro_dvae train --out $(OUT) --force
+
+bench:  ## estimator comparison on digits (benchmarks/run.py when present, else three quick runs)
+	@if [ -f benchmarks/run.py ]; then $(PYTHON) benchmarks/run.py; else \
+	  for args in "--estimator gumbel-softmax --kl relaxed" \
+	              "--estimator gumbel-softmax --kl analytic" \
+	              "--estimator st-gumbel --kl analytic"; do \
+	    name=$$(echo $$args | sed 's/--estimator //; s/ --kl /-/'); \
+	    $(PYTHON) -m pyro_dvae train --no-progress --force $$args --out runs/bench/$$name || exit 1; \
+	  done; fi
+
+clean:
+	rm -rf build dist *.egg-info .pytest_cache .ruff_cache

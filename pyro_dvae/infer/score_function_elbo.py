@@ -1,0 +1,220 @@
+"""Score-function (REINFORCE) ELBO on the discrete guide, with optional variance-reducing baselines.
+
+The guide's discrete latents are sampled exactly (no relaxation) and their gradient is the
+score-function estimator of Pyro's :class:`~pyro.infer.TraceGraph_ELBO` (downstream costs,
+Rao-Blackwellized through the trace's dependency structure). Baselines are Pyro's own: a
+:class:`BaselineMessenger` adds ``infer={"baseline": {...}}`` to the guide's discrete sites at run
+time, so the user's guide needs no edits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import pyro
+import torch
+from pyro.infer import TraceGraph_ELBO
+from pyro.poutine.messenger import Messenger
+from pyro.poutine.subsample_messenger import _Subsample
+from torch import nn
+
+from ..errors import DVAEInputError
+
+__all__ = ["BASELINES", "BaselineMessenger", "NeuralBaseline", "ScoreFunctionELBO"]
+
+BASELINES = ("none", "decaying_average", "neural")
+_AVERAGE_PREFIX = "__baseline_avg_downstream_cost_"  # Pyro's param name for decaying averages
+
+
+class NeuralBaseline(nn.Module):
+    """An input-dependent baseline b(x): an MLP from each datum's features to one scalar.
+
+    ``x`` has shape ``[batch, *features]``; the output has shape ``[batch]``.
+
+    Example:
+        >>> NeuralBaseline(5, hidden=(8,))(torch.zeros(3, 5)).shape
+        torch.Size([3])
+    """
+
+    def __init__(self, in_dim: int, hidden: Sequence[int] = (64,)) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        width = int(in_dim)
+        for h in hidden:
+            layers += [nn.Linear(width, int(h)), nn.ReLU()]
+            width = int(h)
+        layers.append(nn.Linear(width, 1))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.reshape(x.shape[0], -1) if x.dim() > 1 else x.unsqueeze(-1)
+        return self.net(flat).squeeze(-1)
+
+
+def _per_site_baseline(module: Callable, shape: torch.Size, name: str) -> Callable:
+    """Wrap ``module`` so that its ``[batch]`` output matches the site's downstream cost shape."""
+
+    def baseline(x: torch.Tensor) -> torch.Tensor:
+        out = module(x)
+        if out.shape == shape:
+            return out
+        if len(shape) == out.dim() + 1 and shape[1:] == out.shape:  # vectorized particles
+            return out.expand(shape)
+        raise DVAEInputError(
+            f"the neural baseline gives shape {tuple(out.shape)} at site '{name}', whose "
+            f"downstream cost has shape {tuple(shape)}; the neural baseline supports latents "
+            "inside a single data plate whose size is the first dim of x"
+        )
+
+    return baseline
+
+
+class BaselineMessenger(Messenger):
+    """Add :class:`~pyro.infer.TraceGraph_ELBO` baseline options to discrete latent sites.
+
+    Every unobserved, non-reparameterizable sample site that declares no baseline of its own
+    gets ``msg["infer"]["baseline"] = options`` (or ``options(msg)`` when ``options`` is a
+    callable). Apply it to the guide.
+
+    Example:
+        >>> import pyro.distributions as dist, pyro.poutine as poutine
+        >>> def guide():
+        ...     pyro.sample("z", dist.Bernoulli(0.5))
+        >>> with BaselineMessenger({"use_decaying_avg_baseline": True}):
+        ...     tr = poutine.trace(guide).get_trace()
+        >>> tr.nodes["z"]["infer"]["baseline"]
+        {'use_decaying_avg_baseline': True}
+    """
+
+    def __init__(self, options: dict | Callable[[dict], dict]) -> None:
+        super().__init__()
+        self.options = options
+
+    def _pyro_sample(self, msg: dict) -> None:
+        fn = msg["fn"]
+        if msg["is_observed"] or isinstance(fn, _Subsample) or getattr(fn, "has_rsample", False):
+            return
+        if "baseline" in msg["infer"]:  # the user's own baseline wins
+            return
+        options = self.options(msg) if callable(self.options) else dict(self.options)
+        msg["infer"] = dict(msg["infer"], baseline=options)
+
+
+class ScoreFunctionELBO(TraceGraph_ELBO):
+    """Score-function (REINFORCE) gradient of the ELBO for guides with discrete latents.
+
+    Latents are sampled from the discrete guide as written; the gradient of each latent's
+    parameters is ``E_q[(cost - b) * grad log q(z|x)]`` with Pyro's downstream-cost
+    Rao-Blackwellization (:class:`~pyro.infer.TraceGraph_ELBO`) and a baseline ``b``:
+
+    - ``"none"``: plain REINFORCE (Williams 1992; Ranganath et al., Black Box Variational
+      Inference, arXiv:1401.0118);
+    - ``"decaying_average"``: Pyro's exponential moving average of the downstream cost with
+      factor ``baseline_beta`` (kept per site and per position in the batch, as Pyro does; it is
+      reset to its mean when the batch shape changes);
+    - ``"neural"``: an input-dependent baseline b(x) (NVIL, Mnih & Gregor 2014, arXiv:1402.0030),
+      an MLP fitted by Pyro's squared-error baseline loss. It is registered with
+      ``pyro.module(baseline_name, ...)`` on every call, so SVI's optimizer updates it.
+      **The data x is read from the first positional argument** of ``model``/``guide``
+      (shape ``[batch, *features]``, batch = the data plate). Pass ``baseline_net`` to use your
+      own module mapping x to ``[batch]``. (NVIL's variance normalization is not applied.)
+
+    The gradient is unbiased for every choice (the baseline never depends on the current sample).
+
+    :param baseline: one of :data:`BASELINES`.
+    :param baseline_beta: decay of the moving average (``"decaying_average"``).
+    :param baseline_hidden: hidden widths of the neural baseline MLP.
+    :param baseline_net: optional baseline module (``"neural"``); default: built on first call.
+    :param baseline_name: its name in Pyro's param store.
+    :param kwargs: passed to :class:`~pyro.infer.TraceGraph_ELBO` (``num_particles``, ...).
+
+    Example:
+        >>> import pyro.distributions as dist
+        >>> def model(x):
+        ...     with pyro.plate("data", len(x)):
+        ...         z = pyro.sample("z", dist.Bernoulli(0.5))
+        ...         pyro.sample("x", dist.Normal(z, 1.0), obs=x)
+        >>> def guide(x):
+        ...     p = pyro.param("p", torch.tensor(0.5))
+        ...     with pyro.plate("data", len(x)):
+        ...         pyro.sample("z", dist.Bernoulli(p))
+        >>> elbo = ScoreFunctionELBO(baseline="neural", baseline_hidden=(4,))
+        >>> loss = elbo.loss_and_grads(model, guide, torch.zeros(3))
+    """
+
+    def __init__(
+        self,
+        baseline: str = "none",
+        baseline_beta: float = 0.9,
+        baseline_hidden: Sequence[int] = (64,),
+        baseline_net: nn.Module | None = None,
+        baseline_name: str = "score_function_baseline",
+        **kwargs,
+    ) -> None:
+        if baseline not in BASELINES:
+            raise DVAEInputError(f"baseline must be one of {BASELINES}, got {baseline!r}")
+        if not 0.0 <= float(baseline_beta) < 1.0:
+            raise DVAEInputError(f"baseline_beta must be in [0, 1), got {baseline_beta}")
+        super().__init__(**kwargs)
+        self.baseline = baseline
+        self.baseline_beta = float(baseline_beta)
+        self.baseline_hidden = tuple(baseline_hidden)
+        self.baseline_net = baseline_net
+        self.baseline_name = baseline_name
+
+    def _neural_baseline(self, args: tuple) -> tuple[nn.Module, torch.Tensor]:
+        if not args or not torch.is_tensor(args[0]):
+            raise DVAEInputError(
+                "the neural baseline reads the data x from the first positional argument of "
+                "model and guide; call them as model(x, ...)"
+            )
+        x = args[0]
+        if self.baseline_net is None:
+            in_dim = x[0].numel() if x.dim() > 1 else 1
+            self.baseline_net = NeuralBaseline(in_dim, self.baseline_hidden).to(x.device)
+        return self.baseline_net, x
+
+    def _options(self, args: tuple) -> Callable[[dict], dict] | None:
+        if self.baseline == "none":
+            return None
+        if self.baseline == "decaying_average":
+            options = {"use_decaying_avg_baseline": True, "baseline_beta": self.baseline_beta}
+            return lambda msg: dict(options)
+        net, x = self._neural_baseline(args)
+        pyro.module(self.baseline_name, net)
+
+        def neural(msg: dict) -> dict:
+            shape = torch.Size(msg["fn"].batch_shape)
+            while shape and shape[0] == 1:  # Pyro squeezes leading ones of downstream costs
+                shape = shape[1:]
+            return {
+                "nn_baseline": _per_site_baseline(net, shape, msg["name"]),
+                "nn_baseline_input": x,
+            }
+
+        return neural
+
+    def _get_trace(self, model, guide, args, kwargs):
+        options = self._options(args)
+        if options is not None:
+            guide = BaselineMessenger(options)(guide)
+        model_trace, guide_trace = super()._get_trace(model, guide, args, kwargs)
+        if self.baseline == "decaying_average":
+            self._reset_stale_averages(guide_trace)
+        return model_trace, guide_trace
+
+    @staticmethod
+    def _reset_stale_averages(guide_trace) -> None:
+        """Pyro keeps one average per batch position; restart it from its mean on a new shape."""
+        store = pyro.get_param_store()
+        for name, site in guide_trace.nodes.items():
+            key = _AVERAGE_PREFIX + name
+            if site["type"] != "sample" or key not in store:
+                continue
+            shape = site["log_prob"].shape
+            while shape and shape[0] == 1:
+                shape = shape[1:]
+            old = store[key]
+            if old.shape != shape:
+                with torch.no_grad():
+                    store[key] = old.mean().expand(shape).clone()
