@@ -3,7 +3,7 @@ PYTHON ?= python
 TORCH_VERSION ?= 2.13.0
 OUT ?= runs/default
 
-.PHONY: install test test-fast lint format train bench clean
+.PHONY: install test test-fast lint format train bench docs clean
 
 install:  ## CPU torch first (no CUDA download), then the package with dev extras
 	$(PYTHON) -m pip install torch==$(TORCH_VERSION)
@@ -35,5 +35,8 @@ bench:  ## estimator comparison on digits (benchmarks/run.py when present, else 
 	    $(PYTHON) -m pyro_dvae train --no-progress --force $$args --out runs/bench/$$name || exit 1; \
 	  done; fi
 
+docs:  ## HTML documentation in docs/_build/html (needs the docs extra; warnings are errors)
+	$(PYTHON) -m sphinx -W --keep-going -b html docs docs/_build/html
+
 clean:
-	rm -rf build dist *.egg-info .pytest_cache .ruff_cache
+	rm -rf build dist *.egg-info .pytest_cache .ruff_cache docs/_build

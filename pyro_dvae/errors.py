@@ -21,8 +21,32 @@ class DVAEInputError(ValueError):
 
 
 class LatentSpaceTooLargeError(DVAEInputError):
-    """An exact (enumeration) computation was asked for on a latent space that is too large."""
+    """An exact (enumeration) computation was asked for on a latent space that is too large.
+
+    Example:
+        >>> import torch, pyro, pyro.distributions as dist
+        >>> from pyro_dvae.infer import exact_log_likelihood
+        >>> def model(x):
+        ...     with pyro.plate("data", len(x)):
+        ...         z = pyro.sample("z", dist.Bernoulli(0.5 * torch.ones(30)).to_event(1))
+        ...         pyro.sample("x", dist.Normal(z.sum(-1), 1.0), obs=x)
+        >>> try:
+        ...     exact_log_likelihood(model, torch.zeros(2))
+        ... except LatentSpaceTooLargeError as e:
+        ...     print(str(e).split(",")[0])
+        exact enumeration needs 2^30 = 1.07e+09 latent configurations
+    """
 
 
 class NonFiniteLossError(FloatingPointError):
-    """The training loss or a gradient became NaN or infinite."""
+    """The training loss or a gradient became NaN or infinite.
+
+    Raised by :func:`~pyro_dvae.training.train`; the command line turns it into exit status 1.
+
+    Example:
+        >>> try:
+        ...     raise NonFiniteLossError("training loss became nan at step 3; lower --lr")
+        ... except FloatingPointError as e:
+        ...     print(type(e).__name__, "-", e)
+        NonFiniteLossError - training loss became nan at step 3; lower --lr
+    """

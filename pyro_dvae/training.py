@@ -9,15 +9,21 @@ space is small enough, the exact ``log p(x)`` by enumeration.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
+import logging
 import math
 import platform
+import signal
+import threading
 import time
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyro
 import torch
 from tqdm.auto import tqdm
@@ -25,13 +31,53 @@ from tqdm.auto import tqdm
 from .errors import DVAEInputError, LatentSpaceTooLargeError, NonFiniteLossError
 from .infer import ESTIMATORS, EXACT_ESTIMATORS, RELAXED_ESTIMATORS
 from .latent import LatentSpec
-from .utils.checkpoint import rng_state, save_checkpoint, set_rng_state
+from .utils.checkpoint import (
+    CHECKPOINT_FORMAT,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from .utils.device import resolve_device
 
-__all__ = ["DATASETS", "ESTIMATORS", "RELAXED_ESTIMATORS", "TrainConfig", "train"]
+__all__ = [
+    "CHECKPOINT_NAME",
+    "DATASETS",
+    "ESTIMATORS",
+    "ON_NAN",
+    "RELAXED_ESTIMATORS",
+    "TrainConfig",
+    "TrainingInterrupted",
+    "load_run",
+    "train",
+]
 
 DATASETS = ("digits", "mnist", "synthetic")
+#: what to do when a step's loss or gradient is NaN/inf: stop, or skip the update (bounded)
+ON_NAN = ("stop", "skip")
+CHECKPOINT_NAME = "checkpoint.pt"
+#: files of a finished run besides the checkpoint (removed when a forced new run takes over)
+RUN_OUTPUTS = ("metrics.json", "training_curve.png", "reconstructions.png", "prior_samples.png")
+#: most latent units (N*K one-hot, or N Bernoulli) a model may have
+MAX_LATENT_UNITS = 2**20
+#: most encoder + decoder parameters (2**28 float32 = 1 GiB, ~4 GiB with gradients and Adam)
+MAX_PARAMETERS = 2**28
+_DATA_DIMS = {"digits": 64, "synthetic": 16, "mnist": 784}  # features of the named datasets
+_MAX_SEED = 2**32 - 1  # numpy's seed range
 _EVAL_BATCH = 100
+_log = logging.getLogger(__name__)
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """SIGINT/SIGTERM during training: the state was checkpointed, ``str(e)`` says how to go on.
+
+    ``signum`` is the signal, ``step`` the last finished step and ``checkpoint`` the file written
+    (``None`` without an output directory).
+    """
+
+    def __init__(self, message: str, signum: int, step: int, checkpoint: Path | None) -> None:
+        super().__init__(message)
+        self.signum, self.step, self.checkpoint = signum, step, checkpoint
 
 
 @dataclass
@@ -74,6 +120,29 @@ class TrainConfig:
     gumbel_rao_samples: int = 10
     iwae_samples: int = 1000
     max_configurations: int = 2**20
+    on_nan: str = "stop"
+    max_nan_skips: int = 10
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        """The inverse of :meth:`to_dict` (lists become tuples); unknown keys are refused.
+
+        Example:
+            >>> TrainConfig.from_dict(TrainConfig(latent="2x4").to_dict()).latent
+            '2x4'
+        """
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise DVAEInputError(
+                f"unknown configuration key(s) {', '.join(unknown)}; the run was written by a "
+                "different pyro-dvae version, train it again with this one"
+            )
+        kwargs = dict(values)
+        for key in ("encoder_hidden", "decoder_hidden"):
+            if isinstance(kwargs.get(key), list):
+                kwargs[key] = tuple(kwargs[key])
+        return cls(**kwargs)
 
     def validate(self) -> None:
         """Raise :class:`~pyro_dvae.errors.DVAEInputError` naming the first bad value."""
@@ -111,8 +180,14 @@ class TrainConfig:
             _positive_int(name, value, flag)
         if self.max_steps is not None:
             _positive_int("max steps", self.max_steps, "--max-steps 100")
-        if not isinstance(self.seed, int) or self.seed < 0:
-            raise DVAEInputError(f"seed must be an integer >= 0, got {self.seed!r}")
+        if not isinstance(self.seed, int) or not 0 <= self.seed <= _MAX_SEED:
+            raise DVAEInputError(
+                f"seed must be an integer in [0, {_MAX_SEED}], got {self.seed!r}; "
+                "pass e.g. --seed 0"
+            )
+        if self.on_nan not in ON_NAN:
+            raise DVAEInputError(f"unknown on-nan {self.on_nan!r}; choose 'stop' or 'skip'")
+        _positive_int("max nan skips", self.max_nan_skips, "--max-nan-skips 10")
         for name, hidden in (("encoder", self.encoder_hidden), ("decoder", self.decoder_hidden)):
             if hidden is not None and any(int(h) < 1 for h in hidden):
                 raise DVAEInputError(
@@ -129,18 +204,92 @@ class TrainConfig:
                 f"--estimator {self.estimator} cannot use --kl relaxed: its hard one-hot sample "
                 "has zero density under the relaxed (Concrete) prior; use --kl analytic"
             )
-        too_many = spec.num_configurations > self.max_configurations
-        if self.estimator in EXACT_ESTIMATORS and too_many:
+        if spec.dim > MAX_LATENT_UNITS:
+            raise DVAEInputError(
+                f"latent '{spec}' has {spec.dim} units, over the limit of {MAX_LATENT_UNITS}; "
+                "use a smaller latent, e.g. --latent 20x10"
+            )
+        if self.estimator in EXACT_ESTIMATORS and _too_many(spec, self.max_configurations):
             raise LatentSpaceTooLargeError(
                 f"--estimator {self.estimator} enumerates all {spec.categories}^{spec.groups} = "
-                f"{spec.num_configurations} latent configurations of '{spec}', over the limit "
-                f"of {self.max_configurations}; use a smaller latent or --estimator gumbel-softmax"
+                f"{_big(spec)} latent configurations of '{spec}', over the limit of "
+                f"{self.max_configurations}: {_enumeration_cost(spec, self)}; use a smaller "
+                "latent or --estimator gumbel-softmax"
             )
+        _check_model_size(self, _DATA_DIMS.get(self.dataset, 1))
         resolve_device(self.device)
 
     def to_dict(self) -> dict[str, Any]:
         """The config as a JSON-able dict (tuples become lists)."""
         return json.loads(json.dumps(asdict(self)))
+
+
+def _too_many(spec: LatentSpec, limit: int) -> bool:
+    """``K^N > limit`` without building a huge integer."""
+    if spec.log2_configurations > math.log2(max(limit, 1)) + 1:
+        return True
+    return spec.num_configurations > limit
+
+
+def _big(spec: LatentSpec) -> str:
+    """``K^N`` in full when short, else as a power of ten."""
+    log10 = spec.log2_configurations * math.log10(2)
+    if log10 < 40:
+        return str(spec.num_configurations)
+    return f"~{_sci(log10)}"
+
+
+def _sci(log10: float) -> str:
+    exponent = math.floor(log10)
+    return f"{10 ** (log10 - exponent):.1f}e{exponent:+d}"
+
+
+def _duration(log10_seconds: float) -> str:
+    for unit, seconds in (("years", 3.15576e7), ("days", 86400), ("hours", 3600), ("minutes", 60)):
+        if log10_seconds >= math.log10(seconds):
+            log10 = log10_seconds - math.log10(seconds)
+            return f"{10**log10:.0f} {unit}" if log10 < 6 else f"{_sci(log10)} {unit}"
+    return f"{10**log10_seconds:.2g} s"
+
+
+def _bytes(log10_bytes: float) -> str:
+    for unit, power in (("EB", 18), ("PB", 15), ("TB", 12), ("GB", 9), ("MB", 6)):
+        if log10_bytes >= power:
+            log10 = log10_bytes - power
+            return f"{10**log10:.0f} {unit}" if log10 < 6 else f"{_sci(log10)} {unit}"
+    return f"{10**log10_bytes:.0f} bytes"
+
+
+def _enumeration_cost(spec: LatentSpec, config: TrainConfig) -> str:
+    """What enumerating ``K^N`` configurations would cost per training step (one line)."""
+    hidden = config.decoder_hidden or tuple(reversed(config.encoder_hidden)) or (1,)
+    log10_k = spec.log2_configurations * math.log10(2)
+    log10_pairs = log10_k + math.log10(config.batch_size)
+    # the decoder's first layer alone costs 2 * dim * hidden flops per (configuration, datum)
+    log10_flops = log10_pairs + math.log10(2 * spec.dim * int(hidden[0]))
+    log10_mem = log10_k + math.log10(4 * spec.dim)  # every float32 code held at once
+    return (
+        f"a step on a batch of {config.batch_size} evaluates the decoder {_sci(log10_pairs)} "
+        f"times (at least {_sci(log10_flops)} flops, about "
+        f"{_duration(log10_flops - 10)} at 10 GFLOP/s), and the codes alone would take "
+        f"{_bytes(log10_mem)} held at once"
+    )
+
+
+def _check_model_size(config: TrainConfig, data_dim: int) -> None:
+    spec = LatentSpec.parse(config.latent)
+    enc = [data_dim, *config.encoder_hidden, spec.dim]
+    dec_hidden = config.decoder_hidden
+    dec = [spec.dim, *(reversed(config.encoder_hidden) if dec_hidden is None else dec_hidden)]
+    dec.append(data_dim)
+    count = sum((int(a) + 1) * int(b) for layers in (enc, dec) for a, b in zip(layers, layers[1:]))
+    if count > MAX_PARAMETERS:
+        raise DVAEInputError(
+            f"the encoder and decoder for {data_dim} features, latent '{spec}' and hidden sizes "
+            f"{list(config.encoder_hidden)} would have {count:,} parameters "
+            f"({_bytes(math.log10(16 * count))} with gradients and Adam state), over the limit "
+            f"of {MAX_PARAMETERS:,}; use a smaller --latent or --encoder-hidden"
+        )
 
 
 def _positive(name: str, value: float, example: str) -> None:
@@ -177,8 +326,9 @@ def _versions() -> dict[str, str]:
         own = "unknown"
     return {
         "pyro_dvae": own,
-        "torch": torch.__version__,
-        "pyro": pyro.__version__,
+        "torch": str(torch.__version__),
+        "pyro": str(pyro.__version__),
+        "numpy": str(np.__version__),
         "python": platform.python_version(),
     }
 
@@ -212,14 +362,33 @@ def train(
     out_dir: str | Path | None = None,
     progress: bool = True,
     dataset: Any | None = None,
+    callback: Callable[[int, Any, Any], bool | None] | None = None,
+    *,
+    resume: str | Path | None = None,
+    checkpoint_every: int | None = None,
+    force: bool = False,
 ) -> dict[str, Any]:
     """Train a discrete VAE as described by ``config`` and return its metrics (nats/datum).
 
     ``dataset`` optionally replaces the named dataset with your own
-    :class:`~pyro_dvae.data.BinaryDataset`. With ``out_dir``, writes ``metrics.json``,
-    ``checkpoint.pt`` (atomically, after every epoch) and PNG plots there. The same config and
-    seed give the same numbers. Raises :class:`~pyro_dvae.errors.DVAEInputError` for bad input
-    and :class:`~pyro_dvae.errors.NonFiniteLossError` if the loss becomes NaN or infinite.
+    :class:`~pyro_dvae.data.BinaryDataset`. ``callback(step, model, elbo)``, if given, runs after
+    every training step (``step`` counts from 1); a truthy return ends training there (used by
+    :mod:`pyro_dvae.comparison` for learning curves and wall-clock budgets). The same config and
+    seed give the same numbers.
+
+    With ``out_dir``, writes ``metrics.json``, PNG plots and ``checkpoint.pt``: atomically at the
+    start, after every epoch, every ``checkpoint_every`` steps (if given) and on SIGINT/SIGTERM
+    (then :class:`TrainingInterrupted` is raised). The checkpoint holds the model, the param
+    store, the optimizer, the step and the position in the epoch's permutation, every RNG state
+    (torch, numpy, Python, data shuffling), the temperature, the history and the config.
+    ``resume=RUN_DIR`` (or its ``checkpoint.pt``) continues such a run and ends with the same
+    metrics as an uninterrupted one (bitwise on CPU); ``config`` then defaults to the stored one.
+    An ``out_dir`` holding another run is refused unless ``force=True``; its checkpoint is only
+    replaced by the new run's first one, once data and model are known to be fine.
+
+    Raises :class:`~pyro_dvae.errors.DVAEInputError` for bad input and
+    :class:`~pyro_dvae.errors.NonFiniteLossError` when a loss or gradient becomes NaN or
+    infinite (``config.on_nan="skip"`` skips up to ``max_nan_skips`` such updates instead).
 
     Example:
         >>> cfg = TrainConfig(latent="2x4", epochs=1, iwae_samples=10, encoder_hidden=(32,))
@@ -230,16 +399,31 @@ def train(
     from .infer import TorchOptimSVI, build_elbo
     from .models import DiscreteVAE
 
+    start = time.perf_counter()
+    ckpt = None
+    if resume is not None:
+        resume_file = _checkpoint_file(resume)
+        ckpt = load_checkpoint(resume_file)
+        config = _resume_config(ckpt, config, resume_file)
+        out_dir = resume_file.parent if out_dir is None else out_dir
     config = TrainConfig() if config is None else config
     config.validate()
-    start = time.perf_counter()
+    if checkpoint_every is not None:
+        _positive_int("checkpoint every", checkpoint_every, "--checkpoint-every 100")
     spec = LatentSpec.parse(config.latent)
     device = resolve_device(config.device)
     out = Path(out_dir) if out_dir is not None else None
+    resuming_in_place = ckpt is not None and out is not None and _same_dir(out, resume_file.parent)
+    if out is not None and not resuming_in_place and not force:
+        _refuse_existing_run(out)
 
     pyro.set_rng_seed(config.seed)
     pyro.clear_param_store()
     data = _load_data(config, dataset).to(device)
+    _check_model_size(config, data.data_dim)
+    data_info = _data_info(data)
+    if ckpt is not None:
+        _check_same_data(ckpt, data_info, resume_file)
     model = DiscreteVAE(
         data.data_dim,
         spec,
@@ -257,9 +441,12 @@ def train(
         gumbel_rao_samples=config.gumbel_rao_samples,
         max_plate_nesting=1,  # DiscreteVAE: one data plate
     )
+    if getattr(elbo, "baseline", None) == "neural" and elbo.baseline_net is None:
+        # built here rather than lazily in the first step, so that a resumed run has it to load
+        from .infer.score_function_elbo import NeuralBaseline
+
+        elbo.baseline_net = NeuralBaseline(data.data_dim, elbo.baseline_hidden).to(device)
     relaxed = config.estimator in RELAXED_ESTIMATORS
-    if out is not None:  # only once the data and model are known to be fine
-        out.mkdir(parents=True, exist_ok=True)
     schedule = _make_schedule(config)
     svi = TorchOptimSVI(
         model.model, model.guide, lambda params: torch.optim.Adam(params, lr=config.lr), elbo
@@ -272,92 +459,470 @@ def train(
     total_steps = config.epochs * steps_per_epoch
     if config.max_steps is not None:
         total_steps = min(total_steps, config.max_steps)
-    history: dict[str, list[float]] = {"loss": [], "tau": [], "valid_step": [], "valid_nelbo": []}
-    ckpt_path = out / "checkpoint.pt" if out is not None else None
+    st = _LoopState(tau=float(config.temperature))
+    if ckpt is not None:
+        _restore(ckpt, model, elbo, svi, generator, st, resume_file)
+    ckpt_path = out / CHECKPOINT_NAME if out is not None else None
 
-    def checkpoint(step: int) -> None:
-        if ckpt_path is not None:
-            save_checkpoint(
-                ckpt_path,
-                model_state=model.state_dict(),
-                optimizer_state=svi.state_dict(),
-                step=step,
-                config=config.to_dict(),
+    def checkpoint() -> None:
+        if ckpt_path is None:
+            return
+        store = dict(pyro.get_param_store().named_parameters())
+        bad = _non_finite_tensors(store)
+        if bad:  # never replace a good checkpoint with a broken state
+            raise NonFiniteLossError(
+                f"{bad} at step {st.step} (epoch {st.epoch}); the last good checkpoint is kept "
+                f"in {ckpt_path}"
             )
+        save_checkpoint(
+            ckpt_path,
+            model_state=model.state_dict(),
+            optimizer_state=svi.state_dict(),
+            step=st.step,
+            config=config.to_dict(),
+            rng=_all_rng_states(device),
+            extra={
+                "epoch": st.epoch,
+                "epoch_position": st.pos,
+                "permutation": st.perm,
+                "shuffle_rng": generator.get_state(),
+                "param_store": {k: v.detach().cpu().clone() for k, v in store.items()},
+                "temperature": {"schedule": repr(schedule), "tau": st.tau},
+                "history": st.history,
+                "skipped_steps": st.skipped,
+                "train_seconds": st.elapsed + (time.perf_counter() - start),
+                "data": data_info,
+                "versions": _versions(),
+            },
+        )
 
-    step, epoch, tau = 0, 0, float(config.temperature)
-    bar = tqdm(total=total_steps, disable=not progress, desc="train", unit="step", leave=False)
-    try:
-        while step < total_steps:
-            epoch += 1
-            perm = torch.randperm(n, generator=generator).to(x_train.device)
-            for i in range(0, n, config.batch_size):
-                if step >= total_steps:
-                    break
-                xb = x_train[perm[i : i + config.batch_size]]
-                if relaxed:
-                    tau = float(schedule(step))
-                    elbo.temperature = tau
-                loss = _svi_step(svi, model, xb, step, epoch, ckpt_path) / xb.shape[0]
-                step += 1
-                history["loss"].append(loss)
-                history["tau"].append(tau)
-                bar.update(1)
-                if step % 10 == 0 or step == total_steps:
-                    bar.set_postfix(loss=f"{loss:.2f}", tau=f"{tau:.3f}", epoch=epoch)
-            valid = _eval_elbo(model, data.valid, config.seed + 1)
-            history["valid_step"].append(step)
-            history["valid_nelbo"].append(valid)
-            checkpoint(step)
-    finally:
-        bar.close()
-    train_seconds = time.perf_counter() - start
+    if out is not None:  # only once the data and model are known to be fine
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise DVAEInputError(
+                f"cannot create output directory {out} ({e.strerror or e}); choose another --out"
+            ) from None
+        for pattern in (f".{CHECKPOINT_NAME}.*.tmp", ".metrics.json.tmp"):
+            for stale in out.glob(pattern):  # left by a run killed while writing
+                stale.unlink(missing_ok=True)
+    bar = tqdm(
+        total=total_steps,
+        initial=st.step,
+        disable=not progress,
+        desc="train",
+        unit="step",
+        leave=False,
+    )
+    # non-finite values are reported by _guarded_step, in one line, instead of Pyro's warnings
+    quiet = warnings.catch_warnings()
+    with quiet, _StopSignals(enabled=ckpt_path is not None) as stop:
+        warnings.filterwarnings(
+            "ignore", message="Encountered (NaN|[+-/]*Inf)", category=UserWarning
+        )
+        try:
+            if ckpt is None:
+                checkpoint()  # a loadable checkpoint from the very start
+                if out is not None:  # a replaced run's results no longer match the checkpoint
+                    for name in RUN_OUTPUTS:
+                        (out / name).unlink(missing_ok=True)
+            while st.step < total_steps or st.perm is not None:
+                if st.perm is None:
+                    st.epoch += 1
+                    st.perm, st.pos = torch.randperm(n, generator=generator), 0
+                perm = st.perm.to(x_train.device)
+                while st.pos < n and st.step < total_steps:
+                    xb = x_train[perm[st.pos : st.pos + config.batch_size]]
+                    if relaxed:
+                        st.tau = float(schedule(st.step))
+                        elbo.temperature = st.tau
+                    loss = _guarded_step(svi, xb, st, config, ckpt_path) / xb.shape[0]
+                    st.pos += xb.shape[0]
+                    st.step += 1
+                    st.history["loss"].append(loss if math.isfinite(loss) else None)
+                    st.history["tau"].append(st.tau)
+                    bar.update(1)
+                    if callback is not None and callback(st.step, model, elbo):
+                        total_steps = st.step  # the callback asked to stop here
+                    if st.step % 10 == 0 or st.step == total_steps:
+                        bar.set_postfix(loss=f"{loss:.2f}", tau=f"{st.tau:.3f}", epoch=st.epoch)
+                    if stop.signum is not None:
+                        break
+                    if checkpoint_every is not None and st.step % checkpoint_every == 0:
+                        checkpoint()
+                if stop.signum is not None:
+                    checkpoint()
+                    raise _interrupted(stop.signum, st, total_steps, ckpt_path)
+                valid = _eval_elbo(model, data.valid, config.seed + 1)
+                st.history["valid_step"].append(st.step)
+                st.history["valid_nelbo"].append(valid)
+                st.perm, st.pos = None, 0
+                checkpoint()
+                if stop.signum is not None:
+                    raise _interrupted(stop.signum, st, total_steps, ckpt_path)
+        finally:
+            bar.close()
+    if stop.signum is not None:  # arrived after the last check; the epoch's checkpoint is saved
+        raise _interrupted(stop.signum, st, total_steps, ckpt_path)
+    train_seconds = st.elapsed + (time.perf_counter() - start)
 
     metrics = _evaluate(model, data, spec, config)
     metrics.update(
         dataset=data.name,
         latent=str(spec),
         estimator=config.estimator,
-        num_configurations=spec.num_configurations,
+        num_configurations=None if _too_many(spec, 10**300) else spec.num_configurations,
+        log2_num_configurations=spec.log2_configurations,
         data_dim=data.data_dim,
         num_train=int(data.train.shape[0]),
         num_valid=int(data.valid.shape[0]),
         num_test=int(data.test.shape[0]),
-        valid_nelbo=history["valid_nelbo"][-1],
-        final_temperature=tau if relaxed else None,
-        steps=step,
-        epochs_completed=epoch,
+        valid_nelbo=st.history["valid_nelbo"][-1],
+        final_temperature=st.tau if relaxed else None,
+        steps=st.step,
+        epochs_completed=st.epoch,
+        skipped_steps=st.skipped,
         train_seconds=round(train_seconds, 3),
         device=str(device),
         config=config.to_dict(),
         versions=_versions(),
-        history=history,
+        history=st.history,
     )
     if out is not None:
-        _write_plots(model, data, history, out, config.seed + 4)
-    metrics["seconds"] = round(time.perf_counter() - start, 3)
+        plot_history = dict(
+            st.history, loss=[math.nan if v is None else v for v in st.history["loss"]]
+        )
+        _write_plots(model, data, plot_history, out, config.seed + 4)
+    metrics["seconds"] = round(st.elapsed + time.perf_counter() - start, 3)
     if out is not None:
-        with open(out / "metrics.json", "w") as f:
-            json.dump(metrics, f, indent=2)
-            f.write("\n")
+        _write_json(out / "metrics.json", metrics)
     return metrics
 
 
-def _svi_step(svi, model, xb: torch.Tensor, step: int, epoch: int, ckpt: Path | None) -> float:
-    where = f"at step {step + 1} (epoch {epoch})"
-    keep = f"; the last good checkpoint is kept in {ckpt}" if ckpt is not None else ""
-    hint = "; lower --lr or raise --temperature / --tau-min"
+@dataclass
+class _LoopState:
+    """Where the training loop is; everything here goes into the checkpoint."""
+
+    tau: float
+    step: int = 0
+    epoch: int = 0
+    perm: torch.Tensor | None = None  # this epoch's permutation, None between epochs
+    pos: int = 0  # rows of ``perm`` already used
+    elapsed: float = 0.0  # training seconds before this process
+    history: dict[str, list] = field(
+        default_factory=lambda: {"loss": [], "tau": [], "valid_step": [], "valid_nelbo": []}
+    )
+    skipped: list[dict[str, Any]] = field(default_factory=list)
+
+
+class _StopSignals:
+    """Turn SIGINT/SIGTERM into a flag that the loop checks between steps (main thread only).
+
+    A second signal while the first is being handled raises :class:`KeyboardInterrupt` at once
+    (the checkpoint on disk is then the previous, complete one).
+    """
+
+    _SIGNALS = tuple(getattr(signal, s) for s in ("SIGINT", "SIGTERM") if hasattr(signal, s))
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled and threading.current_thread() is threading.main_thread()
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signum is not None:
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def __enter__(self) -> _StopSignals:
+        if self.enabled:
+            for sig in self._SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def _interrupted(
+    signum: int, st: _LoopState, total_steps: int, ckpt: Path | None
+) -> TrainingInterrupted:
+    name = signal.Signals(signum).name
+    where = f"at step {st.step} of {total_steps} (epoch {st.epoch})"
+    if ckpt is None:
+        return TrainingInterrupted(f"interrupted ({name}) {where}", signum, st.step, None)
+    return TrainingInterrupted(
+        f"interrupted ({name}) {where}; saved {ckpt}; continue with: "
+        f"pyro-dvae train --resume {ckpt.parent}",
+        signum,
+        st.step,
+        ckpt,
+    )
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2)
+        f.write("\n")
+    tmp.replace(path)
+
+
+def _checkpoint_file(resume: str | Path) -> Path:
+    path = Path(resume)
+    if path.is_dir():
+        path = path / CHECKPOINT_NAME
+        if not path.is_file():
+            raise DVAEInputError(
+                f"--resume {resume}: no {CHECKPOINT_NAME} in that directory; pass the --out "
+                "directory of a 'pyro-dvae train' run"
+            )
+    elif not path.exists():
+        raise DVAEInputError(
+            f"--resume {resume} does not exist; pass the --out directory of a 'pyro-dvae train' run"
+        )
+    return path
+
+
+def _resume_config(ckpt: dict, config: TrainConfig | None, path: Path) -> TrainConfig:
+    raw = ckpt.get("config")
+    if not isinstance(raw, dict) or not raw:
+        raise DVAEInputError(
+            f"checkpoint {path} holds no training configuration; it cannot be resumed, start "
+            "a new run"
+        )
+    try:
+        stored = TrainConfig.from_dict(raw)
+    except TypeError as e:
+        raise DVAEInputError(f"checkpoint {path} has a malformed configuration ({e})") from None
+    if config is None:
+        return stored
+    diff = [
+        f"{f.name}={getattr(config, f.name)!r} (run: {getattr(stored, f.name)!r})"
+        for f in fields(TrainConfig)
+        if f.name != "data_dir" and getattr(config, f.name) != getattr(stored, f.name)
+    ]
+    if diff:
+        raise DVAEInputError(
+            f"cannot resume {path} with a different configuration: {'; '.join(diff)}; resume "
+            "with the run's own settings or start a new run in another output directory"
+        )
+    return config
+
+
+def load_run(run: str | Path) -> tuple[TrainConfig, Path, int]:
+    """The stored configuration, checkpoint file and step of a run directory (or checkpoint).
+
+    Example:
+        >>> load_run("/nonexistent")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        pyro_dvae.errors.DVAEInputError: --resume /nonexistent does not exist; ...
+    """
+    path = _checkpoint_file(run)
+    ckpt = load_checkpoint(path)
+    return _resume_config(ckpt, None, path), path, int(ckpt.get("step", 0))
+
+
+def _same_dir(a: Path, b: Path) -> bool:
+    return a.resolve() == b.resolve()
+
+
+def _refuse_existing_run(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise DVAEInputError(f"output {out} is a file, not a directory; pass a directory path")
+    found = [name for name in (CHECKPOINT_NAME, "metrics.json") if (out / name).exists()]
+    if found:
+        raise DVAEInputError(
+            f"output directory {out} already holds a run ({', '.join(found)}); continue it with "
+            "--resume, pass --force (force=True) to replace it, or choose another --out"
+        )
+
+
+def _data_info(data: Any) -> dict[str, Any]:
+    digest = hashlib.sha256()
+    for split in ("train", "valid", "test"):
+        x = getattr(data, split)
+        digest.update(str(tuple(x.shape)).encode())
+        digest.update(x.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return {
+        "name": data.name,
+        "data_dim": int(data.data_dim),
+        "num_train": int(data.train.shape[0]),
+        "sha256": digest.hexdigest(),
+    }
+
+
+def _check_same_data(ckpt: dict, info: dict[str, Any], path: Path) -> None:
+    saved = ckpt.get("data")
+    if not isinstance(saved, dict):
+        raise DVAEInputError(
+            f"checkpoint {path} does not record its training data; it cannot be resumed"
+        )
+    if saved.get("data_dim") != info["data_dim"]:
+        raise DVAEInputError(
+            f"the model in {path} was trained on data with {saved.get('data_dim')} features per "
+            f"datum, these data have {info['data_dim']}; resume with the dataset the run was "
+            "trained on"
+        )
+    if saved.get("sha256") != info["sha256"]:
+        raise DVAEInputError(
+            f"the data differ from those the run in {path} was trained on "
+            f"({saved.get('name')}, {saved.get('num_train')} training rows; now {info['name']}, "
+            f"{info['num_train']}); resume with the same dataset or start a new run"
+        )
+
+
+def _restore(
+    ckpt: dict,
+    model: Any,
+    elbo: Any,
+    svi: Any,
+    generator: torch.Generator,
+    st: _LoopState,
+    path: Path,
+) -> None:
+    """Put a fresh model, param store, optimizer, RNGs and loop state where ``ckpt`` left them."""
+    try:
+        model.load_state_dict(ckpt["model_state"])
+        saved = dict(ckpt["param_store"])
+        pyro.module(model.name, model)
+        net = getattr(elbo, "baseline_net", None)
+        prefix = f"{getattr(elbo, 'baseline_name', '')}$$$"
+        if net is not None and any(k.startswith(prefix) for k in saved):  # else: not used yet
+            net.load_state_dict(
+                {k[len(prefix) :]: v for k, v in saved.items() if k.startswith(prefix)}
+            )
+            pyro.module(elbo.baseline_name, net)
+        store = pyro.get_param_store()
+        device = next(model.parameters()).device
+        for name, value in saved.items():
+            if name not in store:
+                pyro.param(name, value.to(device).clone())
+        svi.load_state_dict(ckpt["optimizer_state"])
+        generator.set_state(ckpt["shuffle_rng"])
+        _set_all_rng_states(ckpt["rng_state"])
+        st.step, st.epoch = int(ckpt["step"]), int(ckpt["epoch"])
+        st.perm, st.pos = ckpt["permutation"], int(ckpt["epoch_position"])
+        st.tau = float(ckpt["temperature"]["tau"])
+        st.history = {k: list(v) for k, v in ckpt["history"].items()}
+        st.skipped = list(ckpt["skipped_steps"])
+        st.elapsed = float(ckpt["train_seconds"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        msg = " ".join(str(e).split())[:300]
+        raise DVAEInputError(
+            f"checkpoint {path} cannot be resumed ({type(e).__name__}: {msg}); it was not "
+            f"written by this version of 'pyro-dvae train' ({CHECKPOINT_FORMAT})"
+        ) from None
+
+
+def _all_rng_states(device: torch.device) -> dict[str, Any]:
+    state = rng_state()
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _set_all_rng_states(state: dict[str, Any]) -> None:
+    set_rng_state(state)
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+
+
+def _pretty(name: str) -> str:
+    return name.replace("$$$", ".")
+
+
+def _non_finite_tensors(tensors: dict[str, torch.Tensor], what: str = "parameter") -> str | None:
+    """``"parameter 'name' holds 1 NaN and 0 infinite value(s)"`` for the first bad one."""
+    for name, t in tensors.items():
+        if t is not None and not bool(torch.isfinite(t).all()):
+            n_nan, n_inf = int(torch.isnan(t).sum()), int(torch.isinf(t).sum())
+            return f"{what} '{_pretty(name)}' holds {n_nan} NaN and {n_inf} infinite value(s)"
+    return None
+
+
+def _non_finite_site(svi: Any, xb: torch.Tensor, seed: int) -> str | None:
+    """Trace guide and model on ``xb`` and name the first site whose log-prob is not finite."""
+    import pyro.poutine as poutine
+
+    try:
+        with torch.no_grad(), _fixed_seed(seed), pyro.validation_enabled(False):
+            guide_tr = poutine.trace(svi.guide).get_trace(xb)
+            model_tr = poutine.trace(poutine.replay(svi.model, trace=guide_tr)).get_trace(xb)
+            for role, tr in (("guide", guide_tr), ("model", model_tr)):
+                for name, site in tr.nodes.items():
+                    if site["type"] != "sample":
+                        continue
+                    lp = site["fn"].log_prob(site["value"])
+                    if not bool(torch.isfinite(lp).all()):
+                        value = lp[~torch.isfinite(lp)].reshape(-1)[0].item()
+                        return f"the {role} log-prob of site '{name}' is {value}"
+    except Exception:  # noqa: BLE001 - a diagnosis must never hide the original problem
+        return None
+    return None
+
+
+def _guarded_step(
+    svi: Any, xb: torch.Tensor, st: _LoopState, config: TrainConfig, ckpt: Path | None
+) -> float:
+    """One SVI step that never applies a NaN/inf loss or gradient: stop, or skip if asked."""
+    headline, detail, loss = None, None, math.nan
     try:
         # Validate distribution arguments and shapes on the first step only: after that the
-        # checks cost time on every step and NaNs are caught from the loss below.
-        with pyro.validation_enabled(step == 0):
-            loss = float(svi.step(xb))
+        # checks cost time on every step and non-finite values are caught below.
+        with pyro.validation_enabled(st.step == 0):
+            loss = svi.compute_grads(xb)
     except ValueError as e:  # distribution validation rejects NaN parameters
-        if any(not bool(torch.isfinite(p).all()) for p in model.parameters()) or "nan" in str(e):
-            raise NonFiniteLossError(f"parameters became non-finite {where}{keep}{hint}") from None
-        raise
-    if not math.isfinite(loss):
-        raise NonFiniteLossError(f"training loss became {loss} {where}{keep}{hint}")
+        detail = (
+            _non_finite_tensors(dict(pyro.get_param_store().named_parameters()))
+            or _non_finite_tensors({"data batch": xb}, what="the")
+            or _non_finite_site(svi, xb, config.seed)
+        )
+        if detail is None and "nan" not in str(e).lower():
+            raise
+        headline = "training became non-finite"
+        detail = detail or " ".join(str(e).split())[:200]
+    if headline is None and not math.isfinite(loss):
+        headline = f"training loss became {loss}"
+        detail = (
+            _non_finite_tensors(svi.parameters())
+            or _non_finite_tensors({"data batch": xb}, what="the")
+            or _non_finite_site(svi, xb, config.seed)
+            or "no parameter or site log-prob is non-finite on its own"
+        )
+    if headline is None:
+        grads = [p.grad for p in svi.parameters().values() if p.grad is not None]
+        if grads and not math.isfinite(float(torch.nn.utils.get_total_norm(grads))):
+            detail = _non_finite_tensors(
+                {n: p.grad for n, p in svi.parameters().items()}, what="the gradient of"
+            )
+            if detail is not None:
+                headline = f"a gradient became non-finite (loss {loss:.6g})"
+    if headline is None:
+        svi.apply_grads()
+        return loss
+    svi.zero_grad()
+    where = f"at step {st.step + 1} (epoch {st.epoch})"
+    keep = f"; the last good checkpoint is kept in {ckpt}" if ckpt is not None else ""
+    hint = "; lower --lr or raise --temperature / --tau-min"
+    if _non_finite_tensors(svi.parameters()) is not None:
+        raise NonFiniteLossError(
+            f"{headline} {where}: {detail}{keep}; skipping updates cannot repair the "
+            f"parameters{hint}"
+        )
+    if config.on_nan != "skip":
+        raise NonFiniteLossError(
+            f"{headline} {where}: {detail}{keep}{hint}, or pass --on-nan skip to skip such updates"
+        )
+    st.skipped.append({"step": st.step + 1, "problem": f"{headline}: {detail}"})
+    if len(st.skipped) > config.max_nan_skips:
+        raise NonFiniteLossError(
+            f"{headline} {where}: {detail}; that is {len(st.skipped)} skipped updates, more "
+            f"than --max-nan-skips {config.max_nan_skips}{keep}{hint}"
+        )
+    _log.warning("pyro-dvae: skipped the update %s: %s: %s", where, headline, detail)
     return loss
 
 

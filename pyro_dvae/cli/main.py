@@ -29,7 +29,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 #: sub-command modules; each has ``register(subparsers)`` and sets ``run(args) -> int``
-COMMANDS = ("train",)
+COMMANDS = ("train", "compare", "export", "plot")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ def _hidden(text: str) -> tuple[int, ...]:
 
 def register(sub: Any) -> None:
     """Add the ``train`` sub-command to ``sub`` (an argparse subparsers object)."""
-    from ..training import DATASETS, ESTIMATORS, TrainConfig
+    from ..training import DATASETS, ESTIMATORS, ON_NAN, TrainConfig
 
     d = TrainConfig()
     p = sub.add_parser(
@@ -74,12 +75,45 @@ def register(sub: Any) -> None:
     g.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate")
     g.add_argument("--seed", type=int, default=d.seed)
     g.add_argument("--device", choices=("cpu", "cuda"), default=d.device)
+    g.add_argument(
+        "--on-nan",
+        choices=ON_NAN,
+        default=d.on_nan,
+        help="when a loss or gradient is NaN/inf: stop (keeping the last good checkpoint) or "
+        "skip that update",
+    )
+    g.add_argument(
+        "--max-nan-skips",
+        type=int,
+        default=d.max_nan_skips,
+        help="with --on-nan skip: stop after this many skipped updates",
+    )
     g = p.add_argument_group("evaluation and output")
     g.add_argument(
         "--iwae-samples", type=int, default=d.iwae_samples, help="samples per datum for IWAE"
     )
     g.add_argument("--out", default=None, help="output directory (default: runs/<timestamp>)")
-    g.add_argument("--force", action="store_true", help="allow writing into a non-empty --out")
+    g.add_argument(
+        "--force",
+        action="store_true",
+        help="allow writing into a non-empty --out; a previous run's checkpoint there is only "
+        "replaced once the new run has written its own",
+    )
+    g.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=None,
+        metavar="STEPS",
+        help="also checkpoint every STEPS steps (always: at the start, after every epoch and "
+        "on Ctrl-C)",
+    )
+    g.add_argument(
+        "--resume",
+        default=None,
+        metavar="RUN_DIR",
+        help="continue the run in RUN_DIR from its checkpoint, with its stored settings; the "
+        "result equals an uninterrupted run",
+    )
     g.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(run=run)
 
@@ -111,6 +145,8 @@ def _config(args: argparse.Namespace):
         iwae_samples=args.iwae_samples,
         num_particles=args.particles,
         gumbel_rao_samples=args.gumbel_rao_samples,
+        on_nan=args.on_nan,
+        max_nan_skips=args.max_nan_skips,
     )
 
 
@@ -151,13 +187,69 @@ def _summary(m: dict[str, Any], out: Path) -> str:
     return "\n".join(lines)
 
 
+def _resume(args: argparse.Namespace) -> tuple[Any, Path, int]:
+    """The stored config (checked against options given with ``--resume``), run dir, step."""
+    from dataclasses import fields, replace
+
+    from ..training import TrainConfig, load_run
+
+    config, path, step = load_run(args.resume)
+    run_dir = path.parent
+    if args.out is not None and Path(args.out).resolve() != run_dir.resolve():
+        raise DVAEInputError(
+            f"--resume continues the run in {run_dir} and writes there; drop --out {args.out}"
+        )
+    given, default = _config(args), TrainConfig()
+    flags = {"num_particles": "particles"}
+    conflicts = [
+        f"--{flags.get(f.name, f.name).replace('_', '-')} {getattr(given, f.name)} "
+        f"(run: {getattr(config, f.name)})"
+        for f in fields(TrainConfig)
+        if f.name != "data_dir"
+        and getattr(given, f.name) != getattr(default, f.name)
+        and getattr(given, f.name) != getattr(config, f.name)
+    ]
+    if conflicts:
+        raise DVAEInputError(
+            f"--resume {args.resume} continues with the run's stored settings, but "
+            f"{', '.join(conflicts)} differ; drop those options or start a new run with --out"
+        )
+    if args.data_dir is not None:  # the data may have moved; their checksum is verified
+        config = replace(config, data_dir=args.data_dir)
+    return config, run_dir, step
+
+
 def run(args: argparse.Namespace) -> int:
     """Train as asked by ``args``; returns the exit status."""
-    from ..training import train
+    from ..training import TrainingInterrupted, train
 
-    config = _config(args)
-    config.validate()
-    out = _out_dir(args.out, config, args.force)
-    metrics = train(config, out_dir=out, progress=not args.no_progress)
+    if args.resume is not None:
+        config, out, step = _resume(args)
+    else:
+        config, step = _config(args), None
+        config.validate()
+        out = _out_dir(args.out, config, args.force)
+    try:
+        metrics = train(
+            config,
+            out_dir=out,
+            progress=not args.no_progress,
+            resume=out if step is not None else None,
+            checkpoint_every=args.checkpoint_every,
+            force=args.force,
+        )
+    except TrainingInterrupted as e:
+        print(f"pyro-dvae: {e}", file=sys.stderr)
+        return 128 + e.signum
+    except OSError as e:  # e.g. disk full while writing a checkpoint: the last one is intact
+        name = f" ({e.filename})" if getattr(e, "filename", None) else ""
+        print(
+            f"pyro-dvae: error: {e.strerror or e}{name}; free space or fix permissions, then "
+            f"continue with --resume {out} (its last complete checkpoint, if any, is intact)",
+            file=sys.stderr,
+        )
+        return 1
+    if step is not None:
+        print(f"resumed {out} from step {step}")
     print(_summary(metrics, out))
     return 0

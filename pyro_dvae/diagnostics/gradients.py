@@ -50,6 +50,11 @@ class GradientDiagnostics:
     :ivar variance: trace of the covariance of one estimate (unbiased, over the S samples).
     :ivar mse: ``mean_s ||g_s - g||^2``, the mean squared error of one estimate.
     :ivar exact_norm: ``||g||``, to put the others on scale.
+
+    Example:
+        >>> d = compare_gradients({"w": torch.tensor([[1.0], [3.0]])}, {"w": torch.tensor([2.0])})
+        >>> d["w"].bias, d["w"].variance, d["w"].num_samples
+        (0.0, 2.0, 2)
     """
 
     group: str

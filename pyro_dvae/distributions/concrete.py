@@ -1,10 +1,10 @@
 """Concrete (Gumbel-softmax) relaxations of one-hot categorical variables, computed in log space.
 
 References:
-    [1] C. J. Maddison, A. Mnih, Y. W. Teh. The Concrete Distribution: A Continuous Relaxation of
-        Discrete Random Variables. ICLR 2017. arXiv:1611.00712
-    [2] E. Jang, S. Gu, B. Poole. Categorical Reparameterization with Gumbel-Softmax. ICLR 2017.
-        arXiv:1611.01144
+    - [1] C. J. Maddison, A. Mnih, Y. W. Teh. The Concrete Distribution: A Continuous Relaxation of
+      Discrete Random Variables. ICLR 2017. arXiv:1611.00712
+    - [2] E. Jang, S. Gu, B. Poole. Categorical Reparameterization with Gumbel-Softmax. ICLR 2017.
+      arXiv:1611.01144
 """
 
 from __future__ import annotations
@@ -28,7 +28,12 @@ LOG_VALUE_ATTR = "_pyro_dvae_log_value"
 
 
 def as_temperature(temperature: torch.Tensor | float, like: torch.Tensor | None) -> torch.Tensor:
-    """Temperature as a tensor on the dtype/device of ``like``; rejects non-positive values."""
+    """Temperature as a tensor on the dtype/device of ``like``; rejects non-positive values.
+
+    Example:
+        >>> as_temperature(0.5, torch.zeros(3, dtype=torch.float64))
+        tensor(0.5000, dtype=torch.float64)
+    """
     if like is None:
         temperature = torch.as_tensor(temperature)
     else:
@@ -66,7 +71,9 @@ class ConcreteOneHotCategorical(RelaxedOneHotCategorical):
     Same parameters and samples as :class:`pyro.distributions.RelaxedOneHotCategorical`, but
     :meth:`log_prob` is evaluated in log space from the log-sample that :meth:`rsample` carries,
     so it stays finite (with finite gradients) at low temperature and many classes, where the
-    reference implementation returns NaN (pyro-ppl issue #3304: tau=0.1, K=1000).
+    reference implementation returns NaN (pyro-ppl issue #3304: tau=0.1, K=1000). The
+    distribution is Maddison et al.'s Concrete (arXiv:1611.00712), also called Gumbel-softmax by
+    Jang et al. (arXiv:1611.01144).
 
     Example:
         >>> d = ConcreteOneHotCategorical(torch.tensor(0.1), logits=torch.randn(1000))
@@ -126,7 +133,17 @@ class _StraightThrough(torch.autograd.Function):
 
 
 def straight_through(soft: torch.Tensor, hard: torch.Tensor) -> torch.Tensor:
-    """Return ``hard`` in the forward pass with the gradient of ``soft`` in the backward pass."""
+    """Return ``hard`` in the forward pass with the gradient of ``soft`` in the backward pass.
+
+    Example:
+        >>> soft = torch.tensor([0.7, 0.3], requires_grad=True)
+        >>> y = straight_through(soft, torch.tensor([1.0, 0.0]))
+        >>> y.tolist()
+        [1.0, 0.0]
+        >>> (y * torch.tensor([2.0, 5.0])).sum().backward()
+        >>> soft.grad.tolist()
+        [2.0, 5.0]
+    """
     return _StraightThrough.apply(soft, hard)
 
 

@@ -160,7 +160,8 @@ class GumbelRaoBernoulli(StraightThroughBernoulli):
 
     The binary case of :class:`GumbelRaoOneHotCategorical`: logistic noise conditioned on the
     sampled bit (:func:`conditional_logistic`), gradient of ``mean_k sigmoid((logits + L_k) /
-    tau)``. :meth:`log_prob` is the Bernoulli log-mass.
+    tau)``. :meth:`log_prob` is the Bernoulli log-mass. Paulus, Maddison & Krause 2021,
+    arXiv:2010.04838.
 
     Example:
         >>> d = GumbelRaoBernoulli(0.5, logits=torch.zeros(5), num_samples=4)

@@ -1,9 +1,9 @@
 """Binary Concrete (relaxed Bernoulli) and straight-through Bernoulli, computed in logit space.
 
 References:
-    [1] C. J. Maddison, A. Mnih, Y. W. Teh. The Concrete Distribution. ICLR 2017. arXiv:1611.00712
-    [2] E. Jang, S. Gu, B. Poole. Categorical Reparameterization with Gumbel-Softmax. ICLR 2017.
-        arXiv:1611.01144
+    - [1] C. J. Maddison, A. Mnih, Y. W. Teh. The Concrete Distribution. ICLR 2017. arXiv:1611.00712
+    - [2] E. Jang, S. Gu, B. Poole. Categorical Reparameterization with Gumbel-Softmax. ICLR 2017.
+      arXiv:1611.01144
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ class ConcreteBernoulli(RelaxedBernoulli):
     Samples are ``sigmoid((logits + L) / temperature)`` with logistic noise ``L``.
     :meth:`log_prob` uses the logit that :meth:`rsample` carries and ``softplus`` throughout, so it
     is finite where the sample saturates to exactly 0 or 1 in floating point (low temperature).
+    Binary Concrete: Maddison et al. 2017, arXiv:1611.00712, Sec. 3.3 and App. B.
 
     Example:
         >>> d = ConcreteBernoulli(torch.tensor(0.05), logits=torch.tensor([8.0, -8.0]))

@@ -6,6 +6,7 @@ import torch
 from pyro.infer import ELBO
 from pyro.util import warn_if_nan
 
+from ..errors import DVAEInputError
 from .enumeration import DEFAULT_MAX_CONFIGURATIONS, LatentEnumeration
 
 __all__ = ["EnumeratedELBO"]
@@ -49,11 +50,21 @@ class EnumeratedELBO(ELBO):
         self.max_configurations = max_configurations
         self.chunk_size = chunk_size
 
+    def _log_guide(self, space: LatentEnumeration, guide, values) -> torch.Tensor:
+        log_q = space.log_guide(guide, values)
+        if log_q is None:
+            raise DVAEInputError(
+                f"{type(self).__name__} sums E_q over the guide's latent sites, but the guide "
+                "samples none of the model's latents; declare q(z|x) in the guide or use "
+                "ExactMarginalELBO"
+            )
+        return log_q
+
     def _chunk_elbos(self, model, guide, args, kwargs):
         space = LatentEnumeration(model, args, kwargs, self.max_configurations)
         for values in space.chunks(self.chunk_size):
             log_p = space.log_joint(values)
-            log_q = space.log_guide(guide, values)
+            log_q = self._log_guide(space, guide, values)
             yield (log_q.exp() * (log_p - log_q)).sum()
 
     def per_datum(self, model, guide, *args, **kwargs) -> torch.Tensor:
@@ -63,7 +74,7 @@ class EnumeratedELBO(ELBO):
         with torch.no_grad():
             for values in space.chunks(self.chunk_size):
                 log_p = space.log_joint(values)
-                log_q = space.log_guide(guide, values)
+                log_q = self._log_guide(space, guide, values)
                 total = total + (log_q.exp() * (log_p - log_q)).sum(0)
         return total
 

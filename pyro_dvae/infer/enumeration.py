@@ -182,11 +182,18 @@ class LatentEnumeration:
         trace.compute_log_prob()
         return per_datum_log_prob(trace, self.plates, lead=1)
 
-    def log_guide(self, guide: Callable, values: dict[str, torch.Tensor]) -> torch.Tensor:
-        """log q(z | x) per configuration and datum, ``[C, num_data]``."""
+    def log_guide(
+        self, guide: Callable, values: dict[str, torch.Tensor]
+    ) -> torch.Tensor | None:
+        """log q(z | x) per configuration and datum, ``[C, num_data]``.
+
+        ``None`` if the guide samples none of the latent sites (e.g. an empty guide).
+        """
         trace = poutine.trace(poutine.condition(guide, data=values)).get_trace(
             *self.args, **self.kwargs
         )
+        if not any(site["is_observed"] for site in sample_sites(trace)):
+            return None
         trace.compute_log_prob()
         return per_datum_log_prob(trace, self.plates, lead=1, observed=True)
 

@@ -13,9 +13,9 @@ The same model function therefore serves relaxed, straight-through and exact-enu
 estimators without edits.
 
 References:
-    [1] C. J. Maddison, A. Mnih, Y. W. Teh. The Concrete Distribution. arXiv:1611.00712
-    [2] E. Jang, S. Gu, B. Poole. Categorical Reparameterization with Gumbel-Softmax.
-        arXiv:1611.01144
+    - [1] C. J. Maddison, A. Mnih, Y. W. Teh. The Concrete Distribution. arXiv:1611.00712
+    - [2] E. Jang, S. Gu, B. Poole. Categorical Reparameterization with Gumbel-Softmax.
+      arXiv:1611.01144
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def discrete_counterpart(fn: Distribution) -> Distribution | None:
     Returns ``None`` for a distribution that :func:`relax` did not produce.
 
     Example:
-        >>> import pyro.distributions as dist
+        >>> import pyro, pyro.distributions as dist
         >>> import pyro.poutine as poutine
         >>> def model():
         ...     pyro.sample("z", dist.OneHotCategorical(logits=torch.zeros(3)))
@@ -117,6 +117,15 @@ class RelaxMessenger(Messenger):
     :param temperature: Concrete temperature (> 0).
     :param straight_through: draw exact discrete samples with relaxed gradients instead.
     :param sites: optional names of the sites to relax (default: every discrete latent site).
+
+    Example:
+        >>> import pyro, pyro.distributions as dist
+        >>> def model():
+        ...     return pyro.sample("z", dist.OneHotCategorical(logits=torch.zeros(3)))
+        >>> with RelaxMessenger(temperature=0.5, straight_through=True):
+        ...     z = model()
+        >>> sorted(z.tolist())  # a hard one-hot sample that carries a relaxed gradient
+        [0.0, 0.0, 1.0]
     """
 
     def __init__(

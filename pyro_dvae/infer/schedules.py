@@ -10,7 +10,17 @@ __all__ = ["ConstantTemperature", "ExponentialDecayTemperature", "TemperatureSch
 
 
 class TemperatureSchedule:
-    """A map from the optimization step (0-based) to a temperature ``tau > 0``."""
+    """A map from the optimization step (0-based) to a temperature ``tau > 0``.
+
+    Subclass it and implement ``__call__`` for a schedule of your own.
+
+    Example:
+        >>> class Linear(TemperatureSchedule):
+        ...     def __call__(self, step):
+        ...         return max(0.5, 1.0 - 1e-3 * step)
+        >>> Linear()(100), Linear()(10_000)
+        (0.9, 0.5)
+    """
 
     def __call__(self, step: int) -> float:
         raise NotImplementedError

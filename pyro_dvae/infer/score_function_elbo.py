@@ -29,6 +29,8 @@ _AVERAGE_PREFIX = "__baseline_avg_downstream_cost_"  # Pyro's param name for dec
 class NeuralBaseline(nn.Module):
     """An input-dependent baseline b(x): an MLP from each datum's features to one scalar.
 
+    The learned baseline of NVIL (Mnih & Gregor 2014, arXiv:1402.0030).
+
     ``x`` has shape ``[batch, *features]``; the output has shape ``[batch]``.
 
     Example:
@@ -202,6 +204,20 @@ class ScoreFunctionELBO(TraceGraph_ELBO):
         if self.baseline == "decaying_average":
             self._reset_stale_averages(guide_trace)
         return model_trace, guide_trace
+
+    def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
+        """A tensor whose value is the loss and whose gradient is the score-function estimate.
+
+        Pyro's :class:`~pyro.infer.TraceGraph_ELBO` only offers ``loss_and_grads``; this form is
+        what wrappers that call ``backward`` themselves need (e.g.
+        :class:`torch.nn.parallel.DistributedDataParallel` around
+        :class:`~pyro_dvae.distributed.ELBOLoss`). Its gradient includes the baseline's
+        squared-error loss, exactly as ``loss_and_grads``.
+        """
+        # Pyro's helper returns the ELBO itself (not its negative) and the surrogate loss
+        elbo, surrogate = self._loss_and_surrogate_loss(model, guide, args, kwargs)
+        loss = -torch.as_tensor(elbo, dtype=surrogate.dtype).detach()
+        return surrogate + (loss - surrogate.detach())
 
     @staticmethod
     def _reset_stale_averages(guide_trace) -> None:

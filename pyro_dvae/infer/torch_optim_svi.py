@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import pyro
 import pyro.poutine as poutine
 import torch
 from pyro.infer import ELBO
@@ -61,19 +62,22 @@ class TorchOptimSVI:
         self.model, self.guide, self.loss = model, guide, loss
         self._optim_factory = optim_factory
         self.optimizer: torch.optim.Optimizer | None = None
-        self._known: set[int] = set()
+        self._params: dict[str, torch.Tensor] = {}  # param store name -> optimized tensor
 
     def _sync_params(self, trace: poutine.Trace) -> None:
-        params = [
-            site["value"].unconstrained()
-            for site in trace.nodes.values()
-            if site["type"] == "param"
-        ]
         new = []
-        for p in params:
-            if id(p) not in self._known:
-                self._known.add(id(p))
+        for name, site in trace.nodes.items():
+            if site["type"] != "param":
+                continue
+            p = site["value"].unconstrained()
+            old = self._params.get(name)
+            if old is p:
+                continue
+            self._params[name] = p
+            if old is None:
                 new.append(p)
+            else:  # the param store replaced the value (e.g. Pyro's decaying-average baselines)
+                self._swap(old, p)
         if not new:
             return
         if self.optimizer is None:
@@ -81,14 +85,42 @@ class TorchOptimSVI:
         else:
             self.optimizer.add_param_group({"params": new})
 
-    def step(self, *args, **kwargs) -> float:
-        """One gradient step on the ELBO; returns the loss (negative ELBO estimate)."""
+    def _swap(self, old: torch.Tensor, new: torch.Tensor) -> None:
+        for group in self.optimizer.param_groups:
+            group["params"] = [new if q is old else q for q in group["params"]]
+        if old in self.optimizer.state:
+            self.optimizer.state[new] = self.optimizer.state.pop(old)
+
+    def compute_grads(self, *args, **kwargs) -> float:
+        """The loss, with its gradients left in ``.grad`` and no update applied yet.
+
+        Follow with :meth:`apply_grads` (what :meth:`step` does) or :meth:`zero_grad` (to skip
+        the update, e.g. when a gradient is not finite).
+        """
         with poutine.trace(param_only=True) as param_capture:
             loss = self.loss.loss_and_grads(self.model, self.guide, *args, **kwargs)
         self._sync_params(param_capture.trace)
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
         return float(loss)
+
+    def parameters(self) -> dict[str, torch.Tensor]:
+        """The optimized (unconstrained) tensors by param-store name."""
+        return dict(self._params)
+
+    def apply_grads(self) -> None:
+        """Take the optimizer step with the gradients of :meth:`compute_grads`, then zero them."""
+        self.optimizer.step()
+        self.zero_grad()
+
+    def zero_grad(self) -> None:
+        """Drop the gradients without updating the parameters."""
+        if self.optimizer is not None:
+            self.optimizer.zero_grad(set_to_none=True)
+
+    def step(self, *args, **kwargs) -> float:
+        """One gradient step on the ELBO; returns the loss (negative ELBO estimate)."""
+        loss = self.compute_grads(*args, **kwargs)
+        self.apply_grads()
+        return loss
 
     def evaluate_loss(self, *args, **kwargs) -> float:
         """The loss without taking a step."""
@@ -96,5 +128,54 @@ class TorchOptimSVI:
             return float(self.loss.loss(self.model, self.guide, *args, **kwargs))
 
     def state_dict(self) -> dict:
-        """The optimizer's state (for checkpoints)."""
-        return {} if self.optimizer is None else self.optimizer.state_dict()
+        """The optimizer's state (for checkpoints), with the param-store name of every parameter.
+
+        ``{"optimizer": torch_optimizer.state_dict(), "param_names": [[name, ...], ...]}`` (one
+        list per parameter group); empty before the first step.
+        """
+        if self.optimizer is None:
+            return {}
+        names = {id(p): n for n, p in self._params.items()}
+        groups = self.optimizer.param_groups
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "param_names": [[names[id(p)] for p in g["params"]] for g in groups],
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict` before the next step (for resuming a run).
+
+        The parameters are looked up by name in Pyro's param store, which must already hold them
+        (load the modules and register them, e.g. with ``pyro.module``, first). The optimizer is
+        created here, so the next :meth:`step` continues exactly where the saved run stopped.
+        """
+        if not state:
+            return
+        if "optimizer" not in state or "param_names" not in state:
+            raise DVAEInputError(
+                "optimizer state has no 'optimizer'/'param_names' entries; pass the dict "
+                "returned by TorchOptimSVI.state_dict()"
+            )
+        store = dict(pyro.get_param_store().named_parameters())
+        groups = state["param_names"]
+        missing = [n for g in groups for n in g if n not in store]
+        if missing:
+            raise DVAEInputError(
+                f"cannot restore the optimizer: parameter(s) {', '.join(missing[:5])} are not in "
+                "Pyro's param store; build and register the same model before loading its state"
+            )
+        self.optimizer, self._params = None, {}
+        for names in groups:
+            params = [store[n] for n in names]
+            self._params.update(zip(names, params, strict=True))
+            if self.optimizer is None:
+                self.optimizer = self._optim_factory(params)
+            else:
+                self.optimizer.add_param_group({"params": params})
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (ValueError, KeyError, RuntimeError) as e:
+            raise DVAEInputError(
+                f"optimizer state does not match the model's parameters ({e}); resume with the "
+                "configuration the state was saved with"
+            ) from None

@@ -18,7 +18,16 @@ __all__ = ["DataPlates", "find_data_plates", "per_datum_log_prob", "sample_sites
 
 
 def sample_sites(trace: Trace) -> list[dict]:
-    """The sample sites of a trace, in execution order."""
+    """The sample sites of a trace, in execution order.
+
+    Example:
+        >>> import pyro, pyro.distributions as dist, pyro.poutine as poutine
+        >>> def model():
+        ...     pyro.sample("a", dist.Normal(0.0, 1.0))
+        ...     pyro.sample("b", dist.Normal(0.0, 1.0))
+        >>> [site["name"] for site in sample_sites(poutine.trace(model).get_trace())]
+        ['a', 'b']
+    """
     return [s for s in trace.nodes.values() if s["type"] == "sample" and not site_is_subsample(s)]
 
 
@@ -28,6 +37,11 @@ class DataPlates:
     :ivar dims: negative dims (relative to the batch shape) of the data plates.
     :ivar sizes: their sizes.
     :ivar max_plate_nesting: number of batch dims reserved by plates.
+
+    Example:
+        >>> plates = DataPlates(dims=(-1,), sizes=(3,), max_plate_nesting=1)
+        >>> plates.num_data, plates.reduce(torch.ones(2, 3), lead=1).shape
+        (3, torch.Size([2, 3]))
     """
 
     def __init__(self, dims: tuple[int, ...], sizes: tuple[int, ...], max_plate_nesting: int):
@@ -64,7 +78,18 @@ class DataPlates:
 
 
 def find_data_plates(trace: Trace) -> DataPlates:
-    """Find the data plates of a model trace (plates that contain every sample site)."""
+    """Find the data plates of a model trace (plates that contain every sample site).
+
+    Example:
+        >>> import pyro, pyro.distributions as dist, pyro.poutine as poutine
+        >>> def model(x):
+        ...     with pyro.plate("data", len(x)):
+        ...         z = pyro.sample("z", dist.Bernoulli(0.5))
+        ...         pyro.sample("x", dist.Normal(z, 1.0), obs=x)
+        >>> plates = find_data_plates(poutine.trace(model).get_trace(torch.zeros(5)))
+        >>> plates.dims, plates.sizes, plates.max_plate_nesting
+        ((-1,), (5,), 1)
+    """
     sites = sample_sites(trace)
     if not sites:
         raise DVAEInputError("the model has no sample sites; it must declare latents and data")
@@ -104,6 +129,17 @@ def per_datum_log_prob(
     """Sum of the per-datum log-densities of a trace's sample sites (optionally only (un)observed).
 
     The trace must have had ``compute_log_prob`` called. Returns ``[*lead_sizes, num_data]``.
+
+    Example:
+        >>> import pyro, pyro.distributions as dist, pyro.poutine as poutine
+        >>> def model(x):
+        ...     with pyro.plate("data", len(x)):
+        ...         z = pyro.sample("z", dist.Bernoulli(0.5))
+        ...         pyro.sample("x", dist.Normal(z, 1.0), obs=x)
+        >>> trace = poutine.trace(model).get_trace(torch.zeros(5))
+        >>> trace.compute_log_prob()
+        >>> per_datum_log_prob(trace, find_data_plates(trace), lead=0, observed=True).shape
+        torch.Size([5])
     """
     total = None
     for site in sample_sites(trace):

@@ -21,7 +21,10 @@ import torch
 
 from ..errors import DVAEInputError
 
-__all__ = ["load_checkpoint", "rng_state", "save_checkpoint", "set_rng_state"]
+__all__ = ["CHECKPOINT_FORMAT", "load_checkpoint", "rng_state", "save_checkpoint", "set_rng_state"]
+
+#: the ``"format"`` entry of every checkpoint written here
+CHECKPOINT_FORMAT = "pyro-dvae-checkpoint/1"
 
 
 def rng_state() -> dict[str, Any]:
@@ -101,7 +104,7 @@ def save_checkpoint(
     """
     path = Path(path)
     payload: dict[str, Any] = {
-        "format": "pyro-dvae-checkpoint/1",
+        "format": CHECKPOINT_FORMAT,
         "model_state": {k: v.detach().cpu() for k, v in model_state.items()},
         "optimizer_state": dict(optimizer_state) if optimizer_state is not None else {},
         "step": int(step),
@@ -177,5 +180,11 @@ def load_checkpoint(
         raise DVAEInputError(
             f"checkpoint {path} is not a pyro-dvae checkpoint (no 'model_state'); pass the "
             "checkpoint.pt written by 'pyro-dvae train'"
+        )
+    fmt = data.get("format", CHECKPOINT_FORMAT)
+    if fmt != CHECKPOINT_FORMAT:
+        raise DVAEInputError(
+            f"checkpoint {path} has format {fmt!r}, this pyro-dvae reads {CHECKPOINT_FORMAT!r}; "
+            "use the pyro-dvae version that wrote it or train again"
         )
     return data

@@ -127,10 +127,20 @@ def test_help_exits_0(capsys):
 def test_non_finite_loss_exits_1(tmp_path, capsys, monkeypatch):
     from pyro_dvae.infer import TorchOptimSVI
 
-    monkeypatch.setattr(TorchOptimSVI, "step", lambda self, *a, **k: float("inf"))
+    real = TorchOptimSVI.compute_grads
+
+    def poisoned(self, x):  # a real NaN in a decoder weight before step 2
+        if self.optimizer is not None:
+            with torch.no_grad():
+                self.model.__self__.decoder[0].weight.view(-1)[3] = float("nan")
+        return real(self, x)
+
+    monkeypatch.setattr(TorchOptimSVI, "compute_grads", poisoned)
     assert main(["train", *TINY, "--out", str(tmp_path / "run")]) == 1
     line = _one_line_error(capsys.readouterr().err)
-    assert "training loss became inf at step 1" in line
+    assert "training loss became nan at step 2 (epoch 1)" in line
+    assert "'discrete_vae.decoder.0.weight' holds 1 NaN" in line
+    assert "last good checkpoint is kept in" in line
 
 
 def test_parser_defaults_match_train_config():

@@ -158,3 +158,70 @@ def test_temperatures_need_a_relaxed_estimator():
         gradient_diagnostics(
             ScoreFunctionELBO(), shared_model, shared_guide, x, 2, temperatures=[1.0]
         )
+
+
+def _z_scores(estimates: dict[str, torch.Tensor], exact: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Per-coordinate z = (mean of S estimates - exact) / (SD / sqrt(S)), all groups together."""
+    z = []
+    for group, samples in estimates.items():
+        samples = samples.double()
+        se = samples.std(0) / math.sqrt(samples.shape[0])
+        z.append((samples.mean(0) - exact[group].double()) / se)
+    return torch.cat(z)
+
+
+def test_score_function_mean_gradient_passes_z_test_against_exact():
+    """Unbiasedness of REINFORCE: over S = 100 estimates (each the mean of 20 vectorized
+    particles, 2000 samples in all) every coordinate of the mean gradient (3 guide logits,
+    3 decoder locations) is within |z| < 3.97 of the exact gradient: a two-sided test at overall
+    level 0.001 (Bonferroni over 6 coordinates). The same test rejects the biased Gumbel-softmax
+    estimator at tau = 1 on the same case (power check), so the test can fail.
+    Measured: max |z| = 1.6 (score function) and 86 (Gumbel-softmax)."""
+    pyro.set_rng_seed(123)
+    x = torch.tensor([-1.0, 0.5, 2.0, 1.2])
+    pyro.param("q_logits", torch.tensor([0.3, -0.2, 0.1]))
+    pyro.param("locs", LOCS)
+    exact = exact_gradient(shared_model, shared_guide, x)
+    exact = {"encoder": exact["q_logits"], "decoder": exact["locs"]}
+    critical = 3.97  # Phi^-1(1 - 0.001 / (2 * 6))
+    particles = {"num_particles": 20, "vectorize_particles": True, "max_plate_nesting": 1}
+    unbiased = ScoreFunctionELBO(**particles)
+    est = gradient_estimates(unbiased, shared_model, shared_guide, x, num_samples=100)
+    z = _z_scores(est, exact)
+    assert z.numel() == 6
+    assert z.abs().max() < critical, z
+    relaxed = GumbelSoftmaxELBO(temperature=1.0, kl="analytic", **particles)
+    est = gradient_estimates(relaxed, shared_model, shared_guide, x, num_samples=100)
+    assert _z_scores(est, exact).abs().max() > critical
+
+
+def test_baselines_reduce_score_function_variance():
+    """Far-from-zero, datum-dependent costs (x up to 6 with locations near 0) make plain
+    REINFORCE noisy; Pyro's decaying-average baseline (warmed up for 40 calls) and a fitted
+    neural baseline b(x) (100 Adam steps) each cut the trace of the covariance of the guide's
+    gradient by more than half (S = 50 estimates of 10 vectorized particles each).
+    Measured variance ratios: 0.09 (average) and 0.12 (neural)."""
+    pyro.set_rng_seed(7)
+    x = torch.tensor([-1.0, 0.5, 2.0, 6.0, 4.0, -3.0])
+    pyro.param("q_logits", torch.tensor([0.3, -0.2, 0.1]))
+    pyro.param("locs", LOCS)
+    particles = {"num_particles": 10, "vectorize_particles": True, "max_plate_nesting": 1}
+
+    def variance(elbo) -> float:
+        est = gradient_estimates(elbo, shared_model, shared_guide, x, num_samples=50)
+        zeros = {"encoder": torch.zeros(3), "decoder": torch.zeros(3)}
+        return compare_gradients(est, zeros)["encoder"].variance
+
+    plain = variance(ScoreFunctionELBO(**particles))
+    average = ScoreFunctionELBO(baseline="decaying_average", **particles)
+    for _ in range(40):  # let the moving average of the downstream cost settle
+        average.loss_and_grads(shared_model, shared_guide, x)
+    neural = ScoreFunctionELBO(baseline="neural", baseline_hidden=(16,), **particles)
+    neural.loss_and_grads(shared_model, shared_guide, x)  # builds the baseline network
+    optim = torch.optim.Adam(neural.baseline_net.parameters(), lr=0.05)
+    for _ in range(100):  # fit b(x) to the downstream cost (Pyro's baseline loss)
+        optim.zero_grad()
+        neural.loss_and_grads(shared_model, shared_guide, x)
+        optim.step()
+    ratios = {"average": variance(average) / plain, "neural": variance(neural) / plain}
+    assert all(r < 0.5 for r in ratios.values()), ratios

@@ -1,0 +1,271 @@
+"""The comparison harness: train several estimators on the same data, model, seeds and budget.
+
+Every (estimator, seed) run goes through :func:`pyro_dvae.training.train` with the same
+:class:`~pyro_dvae.training.TrainConfig` except for the estimator and its spec options, under a
+:class:`~pyro_dvae.comparison.recorder.RunRecorder` that records learning curves and gradient
+diagnostics. One progress bar covers the whole comparison.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from ..errors import DVAEInputError
+from ..latent import LatentSpec
+from ..training import TrainConfig, train
+from .recorder import RunRecorder
+from .spec import EstimatorSpec, parse_specs
+
+__all__ = ["DEFAULT_ESTIMATORS", "CompareConfig", "run_comparison"]
+
+#: the default estimators: each family once, two temperatures for Gumbel-softmax
+DEFAULT_ESTIMATORS = (
+    "exact",
+    "enumerate",
+    "gumbel-softmax:tau=1",
+    "gumbel-softmax:tau=0.5",
+    "st-gumbel",
+    "gumbel-rao",
+    "score-function",
+    "nvil",
+    "vimco:particles=4",
+)
+
+
+@dataclass
+class CompareConfig:
+    """What is shared by every run of a comparison (the :class:`TrainConfig` fields in ``base``).
+
+    :ivar steps: step budget of every run.
+    :ivar seeds: the training seeds; every estimator is run once per seed.
+    :ivar time_budget: optional wall-clock budget per run in seconds (training clock, the
+        harness's own evaluation time excluded); a run stops at whichever budget comes first.
+    :ivar eval_every: test-set evaluation interval in steps (``None``: ``steps / 20``).
+    :ivar eval_size: at most this many test points for the learning curves.
+    :ivar diag_at: fractions of ``steps`` at which to diagnose gradients (and the last step).
+    :ivar diag_samples: gradient estimates per diagnostic; ``0`` turns diagnostics off.
+    :ivar diag_batch: training points in the fixed diagnostic batch.
+    :ivar diag_temperatures: extra temperatures diagnosed for relaxed estimators.
+    :ivar target: target test NLL for "steps/seconds to target" (``None``: chosen afterwards
+        as the median of the estimators' mean final NLL).
+
+    Example:
+        >>> cfg = CompareConfig(steps=10, seeds=(0, 1))
+        >>> cfg.validate()
+        >>> cfg.train_config(parse_specs("st-gumbel")[0], seed=1).estimator
+        'st-gumbel'
+    """
+
+    base: TrainConfig = field(default_factory=lambda: TrainConfig(iwae_samples=500))
+    steps: int = 500
+    seeds: tuple[int, ...] = (0, 1, 2)
+    time_budget: float | None = None
+    eval_every: int | None = None
+    eval_size: int = 1000
+    diag_at: tuple[float, ...] = (0.1, 0.5)
+    diag_samples: int = 16
+    diag_batch: int = 50
+    diag_temperatures: tuple[float, ...] = (0.1, 0.25, 0.5, 1.0, 2.0)
+    target: float | None = None
+
+    def validate(self) -> None:
+        """Raise :class:`~pyro_dvae.errors.DVAEInputError` naming the first bad value."""
+        self.base.validate()
+        for name, value, flag in (
+            ("steps", self.steps, "--steps 500"),
+            ("eval size", self.eval_size, "--eval-size 1000"),
+            ("diagnostic batch", self.diag_batch, "--diag-batch 50"),
+        ):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise DVAEInputError(f"{name} must be an integer >= 1, got {value!r}; pass {flag}")
+        if self.eval_every is not None and (
+            not isinstance(self.eval_every, int) or self.eval_every < 1
+        ):
+            raise DVAEInputError(
+                f"eval-every must be an integer >= 1, got {self.eval_every!r}; pass --eval-every 50"
+            )
+        if (
+            not isinstance(self.diag_samples, int)
+            or self.diag_samples < 0
+            or self.diag_samples == 1
+        ):
+            raise DVAEInputError(
+                f"diagnostic samples must be 0 (off) or an integer >= 2, got "
+                f"{self.diag_samples!r}; pass --diag-samples 16"
+            )
+        if not self.seeds or any(not isinstance(s, int) or s < 0 for s in self.seeds):
+            raise DVAEInputError(
+                f"seeds must be integers >= 0, got {list(self.seeds)}; pass --seeds 3"
+            )
+        if len(set(self.seeds)) != len(self.seeds):
+            raise DVAEInputError(f"seeds must be distinct, got {list(self.seeds)}")
+        if self.time_budget is not None and not (
+            self.time_budget > 0 and math.isfinite(self.time_budget)
+        ):
+            raise DVAEInputError(
+                f"time budget must be > 0 seconds, got {self.time_budget}; "
+                "pass e.g. --time-budget 30"
+            )
+        if any(not 0 < f <= 1 for f in self.diag_at):
+            raise DVAEInputError(
+                f"diagnostic checkpoints must be fractions in (0, 1], got {list(self.diag_at)}; "
+                "pass e.g. --diag-at 0.1,0.5"
+            )
+        if any(not (t > 0 and math.isfinite(t)) for t in self.diag_temperatures):
+            raise DVAEInputError(
+                f"diagnostic temperatures must be > 0, got {list(self.diag_temperatures)}; "
+                "pass e.g. --diag-temperatures 0.25,0.5,1,2"
+            )
+        if self.target is not None and not math.isfinite(self.target):
+            raise DVAEInputError(f"target NLL must be a finite number, got {self.target}")
+
+    @property
+    def exact_feasible(self) -> bool:
+        """Whether the latent space is small enough for the exact NLL and exact gradients."""
+        return LatentSpec.parse(self.base.latent).num_configurations <= self.base.max_configurations
+
+    def train_config(self, spec: EstimatorSpec, seed: int, steps_per_epoch: int = 1) -> TrainConfig:
+        """The :class:`TrainConfig` of one run, validated; errors name the spec."""
+        epochs = max(1, math.ceil(self.steps / max(1, steps_per_epoch)))
+        cfg = replace(
+            self.base, **spec.train_overrides(), seed=seed, max_steps=self.steps, epochs=epochs
+        )
+        try:
+            cfg.validate()
+        except DVAEInputError as e:
+            raise type(e)(f"estimator {spec.label!r}: {e}") from None
+        return cfg
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able dict of the comparison settings."""
+        out = asdict(self)
+        out["base"] = self.base.to_dict()
+        out["seeds"] = list(self.seeds)
+        return out
+
+
+def _diag_steps(config: CompareConfig) -> list[int]:
+    return sorted({max(1, round(f * config.steps)) for f in config.diag_at})
+
+
+def run_comparison(
+    specs: Sequence[EstimatorSpec | str] | str,
+    config: CompareConfig | None = None,
+    *,
+    dataset: Any | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train every spec once per seed and return every number (JSON-able, see below).
+
+    Returns ``{"config", "dataset", "estimators": [{"spec", "relaxed", "runs": [run, ...]}],
+    "seconds"}`` where a run holds the final metrics of :func:`~pyro_dvae.training.train`
+    (``test_nll_exact``, ``test_nelbo``, ``test_nll_iwae``, ...), the training clock
+    (``train_seconds``, ``ms_per_step``: median step time), its ``curve`` and ``gradients``.
+    Summaries over seeds come from :func:`pyro_dvae.comparison.summarize`.
+
+    Example:
+        >>> cfg = CompareConfig(TrainConfig(latent="2x3", encoder_hidden=(8,)), steps=5,
+        ...                     seeds=(0,), diag_samples=2)
+        >>> out = run_comparison("exact,st-gumbel", cfg, progress=False)  # doctest: +SKIP
+        >>> [e["spec"] for e in out["estimators"]]  # doctest: +SKIP
+        ['exact', 'st-gumbel']
+    """
+    from ..data import load_dataset
+
+    config = CompareConfig() if config is None else config
+    specs = (
+        parse_specs(specs)
+        if isinstance(specs, str)
+        else [s if isinstance(s, EstimatorSpec) else parse_specs([s])[0] for s in specs]
+    )
+    config.validate()
+    data = (
+        dataset if dataset is not None else load_dataset(config.base.dataset, config.base.data_dir)
+    )
+    steps_per_epoch = math.ceil(data.num_train / config.base.batch_size)
+    configs = {
+        (spec, seed): config.train_config(spec, seed, steps_per_epoch)
+        for spec in specs
+        for seed in config.seeds
+    }
+    x_eval = data.test[: config.eval_size]
+    x_diag = (
+        data.train[: config.diag_batch] if config.diag_samples and config.exact_feasible else None
+    )
+    eval_every = config.eval_every or max(1, config.steps // 20)
+    start = time.perf_counter()
+    total = len(configs) * config.steps
+    bar = tqdm(total=total, disable=not progress, desc="compare", unit="step", dynamic_ncols=True)
+    estimators = []
+    try:
+        for spec in specs:
+            runs = []
+            for seed in config.seeds:
+                bar.set_postfix_str(f"{spec.label} seed {seed}")
+                before = bar.n
+                recorder = RunRecorder(
+                    x_eval,
+                    x_diag,
+                    total_steps=config.steps,
+                    eval_every=eval_every,
+                    diag_steps=_diag_steps(config),
+                    diag_samples=config.diag_samples,
+                    temperatures=config.diag_temperatures,
+                    relaxed=spec.relaxed,
+                    exact=config.exact_feasible,
+                    max_configurations=config.base.max_configurations,
+                    time_budget=config.time_budget,
+                    seed=seed,
+                    on_step=lambda _step: bar.update(1),
+                )
+                metrics = train(
+                    configs[spec, seed], progress=False, dataset=data, callback=recorder.start()
+                )
+                bar.update(config.steps - (bar.n - before))  # steps a time budget skipped
+                runs.append(_run_record(seed, metrics, recorder))
+            estimators.append({"spec": spec.label, "relaxed": spec.relaxed, "runs": runs})
+    finally:
+        bar.close()
+    return {
+        "config": config.to_dict(),
+        "dataset": {
+            "name": data.name,
+            "num_train": int(data.num_train),
+            "num_test": int(data.num_test),
+            "num_eval": int(len(x_eval)),
+            "data_dim": int(data.data_dim),
+            "latent": config.base.latent,
+            "num_configurations": LatentSpec.parse(config.base.latent).num_configurations,
+            "exact_feasible": config.exact_feasible,
+        },
+        "eval_every": eval_every,
+        "diag_steps": _diag_steps(config),
+        "estimators": estimators,
+        "seconds": round(time.perf_counter() - start, 3),
+    }
+
+
+def _run_record(seed: int, metrics: dict[str, Any], rec: RunRecorder) -> dict[str, Any]:
+    times = sorted(rec.step_seconds)
+    median = times[len(times) // 2] if times else math.nan
+    return {
+        "seed": seed,
+        "steps": int(metrics["steps"]),
+        "stopped_by_time": rec.stopped_by_time,
+        "test_nll_exact": metrics["test_nll_exact"],
+        "test_nelbo": metrics["test_nelbo"],
+        "test_nll_iwae": metrics["test_nll_iwae"],
+        "valid_nelbo": metrics["valid_nelbo"],
+        "train_seconds": round(rec.train_seconds, 4),
+        "ms_per_step": round(1000 * median, 4),
+        "harness_seconds": round(rec.harness_seconds, 4),
+        "final_temperature": metrics.get("final_temperature"),
+        "curve": rec.curve,
+        "gradients": rec.gradients,
+    }

@@ -1,0 +1,53 @@
+"""Every benchmark script runs in its --smoke mode (so that none of them rots)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+SMOKE = {
+    "bench_step.py": ["--smoke", "--threads", "1"],
+    "bench_exact.py": ["--smoke", "--threads", "1"],
+}
+
+
+def test_every_benchmark_is_listed():
+    scripts = {p.name for p in BENCHMARKS.glob("*.py")}
+    assert scripts == set(SMOKE), f"list new benchmark scripts in SMOKE: {scripts ^ set(SMOKE)}"
+
+
+def _run(name: str) -> str:
+    env = dict(os.environ, MPLBACKEND="Agg", OMP_NUM_THREADS="1")
+    out = subprocess.run(
+        [sys.executable, str(BENCHMARKS / name), *SMOKE[name]],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout
+
+
+def test_bench_step_last_line_is_the_ratio():
+    last = _run("bench_step.py").strip().splitlines()[-1]
+    assert re.fullmatch(r"ours/handwritten = \d+\.\d+", last), last
+
+
+@pytest.fixture(scope="module")
+def bench_exact_output() -> str:
+    return _run("bench_exact.py")
+
+
+@pytest.mark.parametrize("latent", ["2x4", "6b"])
+def test_bench_exact_agrees_with_pyro(bench_exact_output, latent):
+    text = bench_exact_output
+    row = next(line for line in text.splitlines() if line.strip().startswith(latent))
+    diff = float(row.split("|")[-1].split()[0])
+    assert diff < 1e-4, row  # ours and Pyro's enumeration give the same log p(x)
