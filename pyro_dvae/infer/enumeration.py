@@ -182,9 +182,7 @@ class LatentEnumeration:
         trace.compute_log_prob()
         return per_datum_log_prob(trace, self.plates, lead=1)
 
-    def log_guide(
-        self, guide: Callable, values: dict[str, torch.Tensor]
-    ) -> torch.Tensor | None:
+    def log_guide(self, guide: Callable, values: dict[str, torch.Tensor]) -> torch.Tensor | None:
         """log q(z | x) per configuration and datum, ``[C, num_data]``.
 
         ``None`` if the guide samples none of the latent sites (e.g. an empty guide).

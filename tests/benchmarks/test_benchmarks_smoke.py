@@ -14,6 +14,7 @@ BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 SMOKE = {
     "bench_step.py": ["--smoke", "--threads", "1"],
     "bench_exact.py": ["--smoke", "--threads", "1"],
+    "mnist_paper.py": ["--smoke", "--threads", "1", "--no-progress"],
 }
 
 
@@ -22,10 +23,10 @@ def test_every_benchmark_is_listed():
     assert scripts == set(SMOKE), f"list new benchmark scripts in SMOKE: {scripts ^ set(SMOKE)}"
 
 
-def _run(name: str) -> str:
+def _run(name: str, *extra: str) -> str:
     env = dict(os.environ, MPLBACKEND="Agg", OMP_NUM_THREADS="1")
     out = subprocess.run(
-        [sys.executable, str(BENCHMARKS / name), *SMOKE[name]],
+        [sys.executable, str(BENCHMARKS / name), *SMOKE[name], *extra],
         capture_output=True,
         text=True,
         env=env,
@@ -51,3 +52,14 @@ def test_bench_exact_agrees_with_pyro(bench_exact_output, latent):
     row = next(line for line in text.splitlines() if line.strip().startswith(latent))
     diff = float(row.split("|")[-1].split()[0])
     assert diff < 1e-4, row  # ours and Pyro's enumeration give the same log p(x)
+
+
+def test_mnist_paper_smoke_writes_its_table(tmp_path):
+    text = _run("mnist_paper.py", "--out", str(tmp_path))
+    rows = [
+        line
+        for line in text.splitlines()
+        if line.startswith("| cat-") or line.startswith("| bern-")
+    ]
+    assert len(rows) == 2, text
+    assert (tmp_path / "results.md").read_text().strip() == text.strip()
