@@ -25,14 +25,16 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import pyro.poutine as poutine
 import torch
 import torch.distributed as dist
 from pyro.infer import ELBO
 from torch import nn
 
 from .errors import DVAEInputError
+from .infer.torch_optim_svi import TorchOptimSVI
 
-__all__ = ["DistributedContext", "ELBOLoss", "init_distributed"]
+__all__ = ["DataParallelSVI", "DistributedContext", "ELBOLoss", "init_distributed"]
 
 
 @dataclass(frozen=True)
@@ -155,3 +157,53 @@ class ELBOLoss(nn.Module):
 
     def forward(self, *args, **kwargs) -> torch.Tensor:
         return self.elbo.differentiable_loss(self.model, self.guide, *args, **kwargs)
+
+
+class DataParallelSVI(TorchOptimSVI):
+    """:class:`~pyro_dvae.infer.TorchOptimSVI` whose gradients are all-reduced by DDP.
+
+    Every call takes the *global* batch as its first argument; each rank computes the loss of its
+    shard (:meth:`DistributedContext.shard`) through
+    :class:`~torch.nn.parallel.DistributedDataParallel` around :class:`ELBOLoss`, scaled by the
+    world size so that the all-reduced (averaged) gradient is the global batch's gradient. The
+    returned loss is the global batch's loss (summed over ranks). DDP broadcasts rank 0's
+    parameters when it is built, so all ranks start alike.
+
+    :param module: the ``nn.Module`` holding every trained parameter (e.g. a ``ModuleList`` of
+        the model and a neural baseline).
+    :param context: from :func:`init_distributed`.
+
+    Example:
+        >>> # under torchrun: ctx = init_distributed("cpu")
+        >>> # svi = DataParallelSVI(vae, vae.model, vae.guide, torch.optim.Adam, elbo, ctx)
+        >>> # loss = svi.step(global_batch)
+    """
+
+    def __init__(
+        self,
+        module: nn.Module,
+        model: Callable,
+        guide: Callable,
+        optim_factory: Callable[[list[torch.Tensor]], torch.optim.Optimizer],
+        loss: ELBO,
+        context: DistributedContext,
+    ) -> None:
+        super().__init__(model, guide, optim_factory, loss)
+        self.context = context
+        wrapped = ELBOLoss(module, model, guide, loss)
+        if context.is_distributed:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [context.local_rank] if context.backend == "nccl" else None
+            wrapped = DistributedDataParallel(wrapped, device_ids=ids)
+        self.loss_module = wrapped
+
+    def compute_grads(self, *args, **kwargs) -> float:
+        if not args or not torch.is_tensor(args[0]):
+            raise DVAEInputError("DataParallelSVI needs the data batch as first argument")
+        shard = (self.context.shard(args[0]),) + tuple(args[1:])
+        with poutine.trace(param_only=True) as param_capture:
+            loss = self.loss_module(*shard, **kwargs)
+            (loss * self.context.world_size).backward()
+        self._sync_params(param_capture.trace)
+        return self.context.all_reduce_sum(float(loss.detach()))

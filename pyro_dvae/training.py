@@ -396,6 +396,7 @@ def train(
         >>> metrics["test_nll_exact"] <= metrics["test_nelbo"]  # doctest: +SKIP
         True
     """
+    from .distributed import DataParallelSVI, init_distributed
     from .infer import TorchOptimSVI, build_elbo
     from .models import DiscreteVAE
 
@@ -411,7 +412,10 @@ def train(
     if checkpoint_every is not None:
         _positive_int("checkpoint every", checkpoint_every, "--checkpoint-every 100")
     spec = LatentSpec.parse(config.latent)
+    ctx = init_distributed(config.device)  # one process unless launched by torchrun
     device = resolve_device(config.device)
+    if not ctx.is_main:  # rank 0 alone writes checkpoints, metrics and plots
+        out_dir, progress = None, False
     out = Path(out_dir) if out_dir is not None else None
     resuming_in_place = ckpt is not None and out is not None and _same_dir(out, resume_file.parent)
     if out is not None and not resuming_in_place and not force:
@@ -448,9 +452,14 @@ def train(
         elbo.baseline_net = NeuralBaseline(data.data_dim, elbo.baseline_hidden).to(device)
     relaxed = config.estimator in RELAXED_ESTIMATORS
     schedule = _make_schedule(config)
-    svi = TorchOptimSVI(
-        model.model, model.guide, lambda params: torch.optim.Adam(params, lr=config.lr), elbo
-    )
+    adam = lambda params: torch.optim.Adam(params, lr=config.lr)  # noqa: E731
+    if ctx.is_distributed:
+        nets = [model] + ([elbo.baseline_net] if getattr(elbo, "baseline_net", None) else [])
+        svi = DataParallelSVI(torch.nn.ModuleList(nets), model.model, model.guide, adam, elbo, ctx)
+        if ctx.rank > 0:  # independent sampling noise per rank; rank 0 keeps the usual stream
+            pyro.set_rng_seed(config.seed + 7919 * ctx.rank)
+    else:
+        svi = TorchOptimSVI(model.model, model.guide, adam, elbo)
 
     x_train = data.train
     n = x_train.shape[0]
@@ -584,6 +593,7 @@ def train(
         skipped_steps=st.skipped,
         train_seconds=round(train_seconds, 3),
         device=str(device),
+        distributed={"world_size": ctx.world_size, "backend": ctx.backend},
         config=config.to_dict(),
         versions=_versions(),
         history=st.history,

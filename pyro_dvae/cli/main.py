@@ -63,6 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     try:
         args = build_parser().parse_args(argv)
+        args.argv = list(sys.argv[1:] if argv is None else argv)  # for re-launching (torchrun)
         return int(args.run(args))
     except (DVAEInputError, _UsageError) as e:
         _error(str(e))

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -75,6 +77,14 @@ def register(sub: Any) -> None:
     g.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate")
     g.add_argument("--seed", type=int, default=d.seed)
     g.add_argument("--device", choices=("cpu", "cuda"), default=d.device)
+    g.add_argument(
+        "--nproc",
+        type=int,
+        default=1,
+        metavar="N",
+        help="data-parallel training in N processes on this machine (runs torchrun; gloo on "
+        "CPU, NCCL with --device cuda); for several machines call torchrun yourself",
+    )
     g.add_argument(
         "--on-nan",
         choices=ON_NAN,
@@ -219,16 +229,43 @@ def _resume(args: argparse.Namespace) -> tuple[Any, Path, int]:
     return config, run_dir, step
 
 
+def _launch(args: argparse.Namespace) -> int:
+    """Re-run this command under ``torchrun --standalone --nproc_per_node N``."""
+    config = _config(args)
+    if args.resume is None:  # refuse bad input here, in one line, before starting N processes
+        config.validate()
+        if args.out is not None:
+            _out_dir(args.out, config, args.force)
+    argv, skip = [], False
+    for token in getattr(args, "argv", None) or sys.argv[1:]:
+        if skip:
+            skip = False
+        elif token == "--nproc":
+            skip = True
+        elif not token.startswith("--nproc="):
+            argv.append(token)
+    if args.out is None and args.resume is None:  # one output directory for all ranks
+        argv += ["--out", str(_out_dir(None, config, args.force))]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    cmd += ["--nproc_per_node", str(args.nproc), "-m", "pyro_dvae", *argv]
+    return subprocess.call(cmd)
+
+
 def run(args: argparse.Namespace) -> int:
     """Train as asked by ``args``; returns the exit status."""
     from ..training import TrainingInterrupted, train
 
+    if args.nproc < 1:
+        raise DVAEInputError(f"--nproc must be >= 1, got {args.nproc}; pass e.g. --nproc 2")
+    if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
+        return _launch(args)
+    rank = int(os.environ.get("RANK", "0"))
     if args.resume is not None:
         config, out, step = _resume(args)
     else:
         config, step = _config(args), None
         config.validate()
-        out = _out_dir(args.out, config, args.force)
+        out = _out_dir(args.out, config, args.force) if rank == 0 else Path(args.out or ".")
     try:
         metrics = train(
             config,
@@ -249,6 +286,13 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
+    finally:
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    if rank > 0:
+        return 0
     if step is not None:
         print(f"resumed {out} from step {step}")
     print(_summary(metrics, out))
