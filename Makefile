@@ -7,7 +7,7 @@ OUT ?= runs/default
 
 install:  ## CPU torch first (no CUDA download), then the package with dev extras
 	$(PYTHON) -m pip install torch==$(TORCH_VERSION)
-	$(PYTHON) -m pip install -e '.[dev]'
+	$(PYTHON) -m pip install -e '.[dev,docs]'
 
 test:  ## the default (fast) test suite
 	$(PYTHON) -m pytest -q

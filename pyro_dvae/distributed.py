@@ -84,6 +84,17 @@ class DistributedContext:
         dist.broadcast_object_list(box, src=0)
         return box[0]
 
+    def gather_to_all(self, part: dict) -> dict:
+        """The union of every rank's ``part`` dict, on every rank (``part`` in one process)."""
+        if not self.is_distributed:
+            return dict(part)
+        parts: list = [None] * self.world_size
+        dist.all_gather_object(parts, part)
+        merged: dict = {}
+        for p in parts:
+            merged.update(p)
+        return merged
+
     def barrier(self) -> None:
         """Wait for every rank."""
         if self.is_distributed:

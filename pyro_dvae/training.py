@@ -367,6 +367,7 @@ def train(
     resume: str | Path | None = None,
     checkpoint_every: int | None = None,
     force: bool = False,
+    distributed: Any | None = None,
 ) -> dict[str, Any]:
     """Train a discrete VAE as described by ``config`` and return its metrics (nats/datum).
 
@@ -385,6 +386,12 @@ def train(
     metrics as an uninterrupted one (bitwise on CPU); ``config`` then defaults to the stored one.
     An ``out_dir`` holding another run is refused unless ``force=True``; its checkpoint is only
     replaced by the new run's first one, once data and model are known to be fine.
+
+    Under ``torchrun`` (``WORLD_SIZE`` > 1) training is data-parallel
+    (:mod:`pyro_dvae.distributed`): every rank takes its slice of each global batch, DDP
+    averages the gradients, rank 0 alone writes files. Pass
+    ``distributed=DistributedContext()`` to train in this process alone regardless (as
+    :func:`~pyro_dvae.comparison.run_comparison` does for its independent runs).
 
     Raises :class:`~pyro_dvae.errors.DVAEInputError` for bad input and
     :class:`~pyro_dvae.errors.NonFiniteLossError` when a loss or gradient becomes NaN or
@@ -412,7 +419,8 @@ def train(
     if checkpoint_every is not None:
         _positive_int("checkpoint every", checkpoint_every, "--checkpoint-every 100")
     spec = LatentSpec.parse(config.latent)
-    ctx = init_distributed(config.device)  # one process unless launched by torchrun
+    # one process unless launched by torchrun
+    ctx = init_distributed(config.device) if distributed is None else distributed
     device = resolve_device(config.device)
     if not ctx.is_main:  # rank 0 alone writes checkpoints, metrics and plots
         out_dir, progress = None, False

@@ -4,11 +4,13 @@ compare them against the exact answer (results.md/.csv/.json and PNG plots)."""
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from pathlib import Path
 from typing import Any
 
 from ..errors import DVAEInputError
+from .launch import launched_by_torchrun, relaunch_with_torchrun
 
 __all__ = ["register", "run"]
 
@@ -91,6 +93,21 @@ def register(sub: Any) -> None:
         "--kl", choices=("relaxed", "analytic"), default=d.base.kl, help="KL of specs without kl"
     )
     g.add_argument("--device", choices=("cpu", "cuda"), default=d.base.device)
+    g.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads; 1 keeps step times comparable and avoids stalls on a busy "
+        "machine (the runs are small and sequential)",
+    )
+    g.add_argument(
+        "--nproc",
+        type=int,
+        default=1,
+        metavar="N",
+        help="spread the (estimator, seed) runs over N processes (runs torchrun); each run "
+        "still trains in one process",
+    )
     g = p.add_argument_group("evaluation and gradient diagnostics")
     g.add_argument("--eval-every", type=int, default=None, help="default: steps / 20")
     g.add_argument("--eval-size", type=int, default=d.eval_size, help="test points for curves")
@@ -168,6 +185,8 @@ def _out_dir(out: str | None, force: bool) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     """Run the comparison asked for by ``args``; returns the exit status."""
+    import torch
+
     from ..comparison import format_markdown, parse_specs, run_comparison, summarize, write_results
 
     start = time.perf_counter()
@@ -176,10 +195,25 @@ def run(args: argparse.Namespace) -> int:
     config.validate()
     for spec in specs:  # every run's config is checked before the first one trains
         config.train_config(spec, config.seeds[0])
-    out = _out_dir(args.out, args.force)
-    result = summarize(
-        run_comparison(specs, config, progress=not args.no_progress), target=config.target
-    )
+    if args.threads < 1:
+        raise DVAEInputError(f"--threads must be >= 1, got {args.threads}; e.g. --threads 1")
+    if args.nproc < 1:
+        raise DVAEInputError(f"--nproc must be >= 1, got {args.nproc}; pass e.g. --nproc 2")
+    rank = int(os.environ.get("RANK", "0"))
+    if rank == 0:
+        out = _out_dir(args.out, args.force)
+    if args.nproc > 1 and not launched_by_torchrun():
+        extra = ["--out", str(out)] if args.out is None else []
+        return relaunch_with_torchrun(args, args.nproc, extra)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(args.threads)
+    try:
+        raw = run_comparison(specs, config, progress=not args.no_progress)
+    finally:
+        torch.set_num_threads(threads)
+    if rank > 0:  # rank 0 writes the results of all ranks
+        return 0
+    result = summarize(raw, target=config.target)
     written = write_results(result, out)
     table = format_markdown(result).split("\n\n")
     print("\n\n".join(table[:3]).strip())

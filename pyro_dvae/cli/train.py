@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from ..errors import DVAEInputError
+from .launch import launched_by_torchrun, relaunch_with_torchrun
 
 __all__ = ["register", "run"]
 
@@ -230,25 +230,15 @@ def _resume(args: argparse.Namespace) -> tuple[Any, Path, int]:
 
 
 def _launch(args: argparse.Namespace) -> int:
-    """Re-run this command under ``torchrun --standalone --nproc_per_node N``."""
-    config = _config(args)
-    if args.resume is None:  # refuse bad input here, in one line, before starting N processes
+    """Re-run this command under torchrun, once bad input has been refused here."""
+    config, extra = _config(args), []
+    if args.resume is None:
         config.validate()
         if args.out is not None:
             _out_dir(args.out, config, args.force)
-    argv, skip = [], False
-    for token in getattr(args, "argv", None) or sys.argv[1:]:
-        if skip:
-            skip = False
-        elif token == "--nproc":
-            skip = True
-        elif not token.startswith("--nproc="):
-            argv.append(token)
-    if args.out is None and args.resume is None:  # one output directory for all ranks
-        argv += ["--out", str(_out_dir(None, config, args.force))]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
-    cmd += ["--nproc_per_node", str(args.nproc), "-m", "pyro_dvae", *argv]
-    return subprocess.call(cmd)
+        else:  # one output directory for all ranks
+            extra = ["--out", str(_out_dir(None, config, args.force))]
+    return relaunch_with_torchrun(args, args.nproc, extra)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -257,7 +247,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.nproc < 1:
         raise DVAEInputError(f"--nproc must be >= 1, got {args.nproc}; pass e.g. --nproc 2")
-    if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
+    if args.nproc > 1 and not launched_by_torchrun():
         return _launch(args)
     rank = int(os.environ.get("RANK", "0"))
     if args.resume is not None:

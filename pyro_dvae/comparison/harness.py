@@ -16,9 +16,11 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from ..distributed import DistributedContext, init_distributed
 from ..errors import DVAEInputError
 from ..latent import LatentSpec
 from ..training import TrainConfig, train
+from ..utils.device import resolve_device
 from .recorder import RunRecorder
 from .spec import EstimatorSpec, parse_specs
 
@@ -160,6 +162,7 @@ def run_comparison(
     *,
     dataset: Any | None = None,
     progress: bool = True,
+    context: DistributedContext | None = None,
 ) -> dict[str, Any]:
     """Train every spec once per seed and return every number (JSON-able, see below).
 
@@ -168,6 +171,10 @@ def run_comparison(
     (``test_nll_exact``, ``test_nelbo``, ``test_nll_iwae``, ...), the training clock
     (``train_seconds``, ``ms_per_step``: median step time), its ``curve`` and ``gradients``.
     Summaries over seeds come from :func:`pyro_dvae.comparison.summarize`.
+
+    Under ``torchrun`` (or with a ``context`` from :func:`~pyro_dvae.distributed.init_distributed`)
+    the (estimator, seed) runs are dealt out round-robin to the ranks, each run trains in its
+    process alone, and every rank returns the full result (``pyro-dvae compare --nproc N``).
 
     Example:
         >>> cfg = CompareConfig(TrainConfig(latent="2x3", encoder_hidden=(8,)), steps=5,
@@ -194,44 +201,61 @@ def run_comparison(
         for spec in specs
         for seed in config.seeds
     }
-    x_eval = data.test[: config.eval_size]
+    device = resolve_device(config.base.device)  # train() moves its own copy of the data
+    x_eval = data.test[: config.eval_size].to(device)
     x_diag = (
-        data.train[: config.diag_batch] if config.diag_samples and config.exact_feasible else None
+        data.train[: config.diag_batch].to(device)
+        if config.diag_samples and config.exact_feasible
+        else None
     )
     eval_every = config.eval_every or max(1, config.steps // 20)
     start = time.perf_counter()
-    total = len(configs) * config.steps
+    ctx = init_distributed(config.base.device) if context is None else context
+    jobs = list(configs)  # (spec, seed) in report order; rank r runs jobs r, r + W, ...
+    mine = jobs[ctx.rank :: ctx.world_size]
+    total = len(mine) * config.steps
+    progress = progress and ctx.is_main
     bar = tqdm(total=total, disable=not progress, desc="compare", unit="step", dynamic_ncols=True)
-    estimators = []
+    done: dict[tuple[str, int], dict[str, Any]] = {}
     try:
-        for spec in specs:
-            runs = []
-            for seed in config.seeds:
-                bar.set_postfix_str(f"{spec.label} seed {seed}")
-                before = bar.n
-                recorder = RunRecorder(
-                    x_eval,
-                    x_diag,
-                    total_steps=config.steps,
-                    eval_every=eval_every,
-                    diag_steps=_diag_steps(config),
-                    diag_samples=config.diag_samples,
-                    temperatures=config.diag_temperatures,
-                    relaxed=spec.relaxed,
-                    exact=config.exact_feasible,
-                    max_configurations=config.base.max_configurations,
-                    time_budget=config.time_budget,
-                    seed=seed,
-                    on_step=lambda _step: bar.update(1),
-                )
-                metrics = train(
-                    configs[spec, seed], progress=False, dataset=data, callback=recorder.start()
-                )
-                bar.update(config.steps - (bar.n - before))  # steps a time budget skipped
-                runs.append(_run_record(seed, metrics, recorder))
-            estimators.append({"spec": spec.label, "relaxed": spec.relaxed, "runs": runs})
+        for spec, seed in mine:
+            bar.set_postfix_str(f"{spec.label} seed {seed}")
+            before = bar.n
+            recorder = RunRecorder(
+                x_eval,
+                x_diag,
+                total_steps=config.steps,
+                eval_every=eval_every,
+                diag_steps=_diag_steps(config),
+                diag_samples=config.diag_samples,
+                temperatures=config.diag_temperatures,
+                relaxed=spec.relaxed,
+                exact=config.exact_feasible,
+                max_configurations=config.base.max_configurations,
+                time_budget=config.time_budget,
+                seed=seed,
+                on_step=lambda _step: bar.update(1),
+            )
+            metrics = train(
+                configs[spec, seed],
+                progress=False,
+                dataset=data,
+                callback=recorder.start(),
+                distributed=DistributedContext(),  # independent runs, never data-parallel
+            )
+            bar.update(config.steps - (bar.n - before))  # steps a time budget skipped
+            done[spec.label, seed] = _run_record(seed, metrics, recorder)
     finally:
         bar.close()
+    done = ctx.gather_to_all(done)
+    estimators = [
+        {
+            "spec": spec.label,
+            "relaxed": spec.relaxed,
+            "runs": [done[spec.label, seed] for seed in config.seeds],
+        }
+        for spec in specs
+    ]
     return {
         "config": config.to_dict(),
         "dataset": {

@@ -61,18 +61,21 @@ def plot_learning_curves(result: dict[str, Any], path: str | Path) -> Path:
         steps = _stack(est["runs"], "step")[0]
         seconds = np.nanmean(_stack(est["runs"], "seconds"), axis=0)
         for ax, x in zip(axes, (steps, seconds)):
-            ax.plot(x, mean, color=color, lw=1.8, label=est["spec"])
+            keep = x > 0 if ax is axes[1] else np.ones_like(x, dtype=bool)  # log-scale time
+            ax.plot(x[keep], mean[keep], color=color, lw=1.8, label=est["spec"])
             if values.shape[0] > 1:
-                ax.fill_between(x, lo, hi, color=color, alpha=0.15, lw=0)
+                ax.fill_between(x[keep], lo[keep], hi[keep], color=color, alpha=0.15, lw=0)
         bottoms.append(float(np.nanmin(lo)))
         tops.append(float(mean[min(len(mean) - 1, max(1, len(mean) // 10))]))
     target = result.get("target", {}).get("value")
-    for ax, xlabel in zip(axes, ("training step", "training time (s)")):
+    for ax, xlabel in zip(axes, ("training step", "training time (s), log scale")):
         if target is not None and math.isfinite(target):
             ax.axhline(target, color="0.3", ls="--", lw=1, label=None)
         ax.set_xlabel(xlabel)
         ax.grid(alpha=0.3)
-        ax.set_xlim(left=0)
+    axes[0].set_xlim(left=0)
+    axes[1].set_xscale("log")  # estimators' speeds differ by orders of magnitude
+    axes[1].xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     if tops and bottoms:  # hide the first steps' large values that flatten the rest
         low, high = min(bottoms), max(tops)
         pad = 0.05 * max(high - low, 1e-3)

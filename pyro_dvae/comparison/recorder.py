@@ -77,7 +77,8 @@ class RunRecorder:
     :param eval_every: evaluate the test set every this many steps.
     :param diag_steps: steps at which to run the gradient diagnostics.
     :param diag_samples: gradient estimates per diagnostic.
-    :param temperatures: for relaxed estimators, also diagnose at these temperatures.
+    :param temperatures: for relaxed estimators, also diagnose at these temperatures (at the
+        last step only; the other checkpoints use the training temperature).
     :param exact: whether to compute the exact test NLL (the latent space is enumerable).
     :param time_budget: stop once the training clock passes this many seconds.
     :param seed: base seed of the evaluation and diagnostics RNG (training RNG is untouched).
@@ -158,7 +159,7 @@ class RunRecorder:
         if step % self.eval_every == 0 or last:
             self._evaluate(step, model)
         if self.x_diag is not None and (step in self.diag_steps or last):
-            self._diagnose(step, model, elbo)
+            self._diagnose(step, model, elbo, sweep=last)
         if self.on_step is not None:
             self.on_step(step)
         self._last = time.perf_counter()
@@ -184,9 +185,9 @@ class RunRecorder:
         self.curve["nll_exact"].append(nll)
         self.curve["nelbo"].append(nelbo)
 
-    def _diagnose(self, step: int, model: Any, elbo: Any) -> None:
+    def _diagnose(self, step: int, model: Any, elbo: Any, sweep: bool) -> None:
         own = float(elbo.temperature) if self.relaxed else None
-        temps = sorted({*self.temperatures, own}) if self.relaxed else None
+        temps = sorted({*(self.temperatures if sweep else ()), own}) if self.relaxed else None
         with preserved_training_state(self.seed + 11 + step):
             out = gradient_diagnostics(
                 elbo,

@@ -98,7 +98,7 @@ def format_markdown(result: dict[str, Any]) -> str:
                 _fmt(s["test_nll_iwae"]),
                 _fmt(s["ms_per_step"], 1),
                 _fmt(s["steps_to_target"], 0),
-                _fmt(s["seconds_to_target"], 1),
+                _fmt(s["seconds_to_target"], 2),
                 f"{s['reached']}/{s['runs']}",
             ]
         )
@@ -121,8 +121,9 @@ def format_markdown(result: dict[str, Any]) -> str:
             "the exact gradient of the discrete ELBO (enumeration), per parameter group. rel. "
             "bias = ||mean estimate - exact|| / ||exact||; bias/noise = that error over its "
             "Monte Carlo standard error (about 1 when unbiased); rel. SD = sqrt(trace Cov) / "
-            "||exact|| for one estimate. `exact` (log p(x)) and `vimco` (multi-sample bound) "
-            "follow other objectives, so they differ from the ELBO gradient by design.",
+            "||exact|| for one estimate. By design, `exact` gives the decoder the gradient of "
+            "log p(x) (its guide gets the exact ELBO gradient) and `vimco` follows a "
+            "multi-sample bound, so they differ from the ELBO gradient.",
             "",
         ]
         enc = [f"enc. {c}" for c in cols]

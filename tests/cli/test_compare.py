@@ -42,6 +42,7 @@ def test_defaults_and_seed_lists():
     assert args.seeds == (0, 5, 7) and args.latent == "4x8" and args.dataset == "digits"
     assert build_parser().parse_args(["compare", "--seeds", "3"]).seeds == (0, 1, 2)
     assert "exact" in args.estimators.split(",")
+    assert args.threads == 1
 
 
 @pytest.mark.parametrize(
@@ -58,6 +59,7 @@ def test_defaults_and_seed_lists():
         (["--latent", "0x5"], "latent"),
         (["--kl", "relaxed", "--estimators", "st-gumbel"], "estimator 'st-gumbel'"),
         (["--latent", "12x8", "--estimators", "exact"], "estimator 'exact'"),
+        (["--threads", "0"], "--threads must be >= 1"),
     ],
 )
 def test_bad_input_exits_2_with_one_line(argv, message, capsys, tmp_path):
@@ -75,3 +77,31 @@ def test_refuses_non_empty_out(tmp_path, capsys):
     (out / "keep.txt").write_text("mine")
     assert main(["compare", *TINY, "--estimators", "exact", "--out", str(out)]) == 2
     assert "not empty" in capsys.readouterr().err
+
+
+def test_compare_over_two_processes_matches_one(tmp_path):
+    """Runs dealt out to 2 torchrun ranks give the numbers of the 1-process comparison."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, OMP_NUM_THREADS="1", MPLBACKEND="Agg")
+    results = []
+    for nproc in ("1", "2"):
+        out = tmp_path / f"n{nproc}"
+        args = ["compare", *TINY, "--estimators", "exact,gumbel-softmax", "--nproc", nproc]
+        run = subprocess.run(
+            [sys.executable, "-m", "pyro_dvae", *args, "--out", str(out), "--no-progress"],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=300,
+        )
+        assert run.returncode == 0, run.stderr[-3000:]
+        results.append(json.loads((out / "results.json").read_text()))
+    for one, two in zip(results[0]["estimators"], results[1]["estimators"]):
+        assert one["spec"] == two["spec"]
+        for r1, r2 in zip(one["runs"], two["runs"]):
+            assert r1["seed"] == r2["seed"]
+            for key in ("test_nll_exact", "test_nelbo", "test_nll_iwae"):
+                assert r1[key] == r2[key], (one["spec"], r1["seed"], key)
