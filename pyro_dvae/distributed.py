@@ -34,7 +34,13 @@ from torch import nn
 from .errors import DVAEInputError
 from .infer.torch_optim_svi import TorchOptimSVI
 
-__all__ = ["DataParallelSVI", "DistributedContext", "ELBOLoss", "init_distributed"]
+__all__ = [
+    "DataParallelSVI",
+    "DistributedContext",
+    "ELBOLoss",
+    "init_distributed",
+    "leave_process_group",
+]
 
 
 @dataclass(frozen=True)
@@ -100,9 +106,16 @@ class DistributedContext:
         if self.is_distributed:
             dist.barrier()
 
-    def shutdown(self) -> None:
-        """Leave the process group (a no-op in one process)."""
+    def shutdown(self, wait: bool = True) -> None:
+        """Leave the process group (a no-op in one process).
+
+        With ``wait`` (after a successful run), first wait for every rank, so that no rank tears
+        down its gloo/NCCL connections while another still uses them. Pass ``wait=False`` on an
+        error path, where the other ranks may never arrive.
+        """
         if self.is_distributed and dist.is_initialized():
+            if wait:
+                dist.barrier()
             dist.destroy_process_group()
 
     def _device(self) -> torch.device:
@@ -218,3 +231,13 @@ class DataParallelSVI(TorchOptimSVI):
             (loss * self.context.world_size).backward()
         self._sync_params(param_capture.trace)
         return self.context.all_reduce_sum(float(loss.detach()))
+
+
+def leave_process_group(ok: bool) -> None:
+    """Leave the process group this process joined, if any (``ok``: after a successful run).
+
+    Example:
+        >>> leave_process_group(ok=True)  # not under torchrun: nothing to do
+    """
+    if dist.is_initialized():
+        DistributedContext(world_size=dist.get_world_size()).shutdown(wait=ok)

@@ -274,7 +274,7 @@ def _nan_in_decoder_weight(svi, args):
 def _nan_in_data(monkeypatch, steps, batch_size=100, seed=0):
     """Put a real NaN into one training row of each of the batches of ``steps`` (1-based), after
     the data passed validation (as a corrupted array or a bug in a data pipeline would)."""
-    import pyro_dvae.training as training
+    import pyro_dvae.training._loop as training  # where train() looks _load_data up
 
     real = training._load_data
     perm = torch.randperm(1397, generator=torch.Generator().manual_seed(seed))  # first epoch

@@ -9,7 +9,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..distributed import leave_process_group
 from ..errors import DVAEInputError
+from ._options import DEVICES, add_data_arguments, check_nproc, check_out_dir
 from .launch import launched_by_torchrun, relaunch_with_torchrun
 
 __all__ = ["register", "run"]
@@ -45,8 +47,7 @@ def _seeds(text: str) -> tuple[int, ...]:
 def register(sub: Any) -> None:
     """Add the ``compare`` sub-command to ``sub`` (an argparse subparsers object)."""
     from ..comparison import DEFAULT_ESTIMATORS, CompareConfig
-    from ..training import DATASETS
-    from .train import _hidden
+    from ..infer import KL_CHOICES
 
     d = CompareConfig()
     p = sub.add_parser(
@@ -80,19 +81,14 @@ def register(sub: Any) -> None:
     )
     g.add_argument("--target", type=float, default=None, help="target test NLL (default: auto)")
     g = p.add_argument_group("data and model (shared by every run)")
-    g.add_argument("--dataset", choices=DATASETS, default=d.base.dataset)
-    g.add_argument("--data-dir", default=None, help="directory holding the MNIST files")
-    g.add_argument("--latent", default=d.base.latent, help="'NxK' categorical groups or 'Nb'")
-    g.add_argument("--encoder-hidden", type=_hidden, default=d.base.encoder_hidden, metavar="H,H")
+    add_data_arguments(g, d.base, dataset_help=None, latent_help="'NxK' categorical groups or 'Nb'")
     g.add_argument("--batch-size", type=int, default=d.base.batch_size)
     g.add_argument("--lr", type=float, default=d.base.lr, help="Adam learning rate")
     g.add_argument(
         "--temperature", type=float, default=d.base.temperature, help="tau of specs without tau"
     )
-    g.add_argument(
-        "--kl", choices=("relaxed", "analytic"), default=d.base.kl, help="KL of specs without kl"
-    )
-    g.add_argument("--device", choices=("cpu", "cuda"), default=d.base.device)
+    g.add_argument("--kl", choices=KL_CHOICES, default=d.base.kl, help="KL of specs without kl")
+    g.add_argument("--device", choices=DEVICES, default=d.base.device)
     g.add_argument(
         "--threads",
         type=int,
@@ -173,14 +169,7 @@ def _config(args: argparse.Namespace):
 
 def _out_dir(out: str | None, force: bool) -> Path:
     path = Path(out) if out is not None else Path("runs") / time.strftime("compare-%Y%m%d-%H%M%S")
-    if path.exists() and not path.is_dir():
-        raise DVAEInputError(f"--out {path} is a file, not a directory; pass a directory path")
-    if path.is_dir() and any(path.iterdir()) and not force:
-        raise DVAEInputError(
-            f"output directory {path} is not empty; pass --force to overwrite it or choose "
-            "another --out"
-        )
-    return path
+    return check_out_dir(path, force)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -197,8 +186,7 @@ def run(args: argparse.Namespace) -> int:
         config.train_config(spec, config.seeds[0])
     if args.threads < 1:
         raise DVAEInputError(f"--threads must be >= 1, got {args.threads}; e.g. --threads 1")
-    if args.nproc < 1:
-        raise DVAEInputError(f"--nproc must be >= 1, got {args.nproc}; pass e.g. --nproc 2")
+    check_nproc(args.nproc)
     rank = int(os.environ.get("RANK", "0"))
     if rank == 0:
         out = _out_dir(args.out, args.force)
@@ -207,10 +195,12 @@ def run(args: argparse.Namespace) -> int:
         return relaunch_with_torchrun(args, args.nproc, extra)
     threads = torch.get_num_threads()
     torch.set_num_threads(args.threads)
+    raw = None
     try:
         raw = run_comparison(specs, config, progress=not args.no_progress)
     finally:
         torch.set_num_threads(threads)
+        leave_process_group(ok=raw is not None)
     if rank > 0:  # rank 0 writes the results of all ranks
         return 0
     result = summarize(raw, target=config.target)

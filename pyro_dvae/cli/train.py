@@ -9,27 +9,18 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..distributed import leave_process_group
 from ..errors import DVAEInputError
+from ._options import DEVICES, add_data_arguments, check_nproc, check_out_dir, hidden_sizes
 from .launch import launched_by_torchrun, relaunch_with_torchrun
 
 __all__ = ["register", "run"]
 
 
-def _hidden(text: str) -> tuple[int, ...]:
-    try:
-        sizes = tuple(int(t) for t in text.replace(" ", "").split(",") if t)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"invalid hidden sizes {text!r}; write comma-separated integers, e.g. 256,128"
-        ) from None
-    if not sizes or min(sizes) < 1:
-        raise argparse.ArgumentTypeError(f"hidden sizes must be integers >= 1, got {text!r}")
-    return sizes
-
-
 def register(sub: Any) -> None:
     """Add the ``train`` sub-command to ``sub`` (an argparse subparsers object)."""
-    from ..training import DATASETS, ESTIMATORS, ON_NAN, TrainConfig
+    from ..infer import KL_CHOICES
+    from ..training import ESTIMATORS, ON_NAN, TrainConfig
 
     d = TrainConfig()
     p = sub.add_parser(
@@ -40,22 +31,20 @@ def register(sub: Any) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     g = p.add_argument_group("data and model")
-    g.add_argument("--dataset", choices=DATASETS, default=d.dataset, help="dataset to train on")
-    g.add_argument("--data-dir", default=None, help="directory holding the MNIST files")
-    g.add_argument(
-        "--latent", default=d.latent, help="'NxK' categorical groups (e.g. 4x8) or 'Nb' Bernoulli"
+    add_data_arguments(
+        g,
+        d,
+        dataset_help="dataset to train on",
+        latent_help="'NxK' categorical groups (e.g. 4x8) or 'Nb' Bernoulli",
     )
-    g.add_argument("--encoder-hidden", type=_hidden, default=d.encoder_hidden, metavar="H,H")
     g.add_argument(
-        "--decoder-hidden", type=_hidden, default=None, metavar="H,H", help="default: mirror"
+        "--decoder-hidden", type=hidden_sizes, default=None, metavar="H,H", help="default: mirror"
     )
     g.add_argument("--prior", choices=("uniform", "learned"), default=d.prior)
     g.add_argument("--likelihood", choices=("bernoulli", "normal"), default=d.likelihood)
     g = p.add_argument_group("estimator")
     g.add_argument("--estimator", choices=ESTIMATORS, default=d.estimator)
-    g.add_argument(
-        "--kl", choices=("relaxed", "analytic"), default=d.kl, help="KL term of relaxed estimators"
-    )
+    g.add_argument("--kl", choices=KL_CHOICES, default=d.kl, help="KL term of relaxed estimators")
     g.add_argument(
         "--particles", type=int, default=d.num_particles, help="samples per datum per step"
     )
@@ -76,7 +65,7 @@ def register(sub: Any) -> None:
     g.add_argument("--batch-size", type=int, default=d.batch_size)
     g.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate")
     g.add_argument("--seed", type=int, default=d.seed)
-    g.add_argument("--device", choices=("cpu", "cuda"), default=d.device)
+    g.add_argument("--device", choices=DEVICES, default=d.device)
     g.add_argument(
         "--nproc",
         type=int,
@@ -166,14 +155,7 @@ def _out_dir(out: str | None, config: Any, force: bool) -> Path:
         path = Path("runs") / f"{stamp}-{config.dataset}-{config.latent}-{config.estimator}"
     else:
         path = Path(out)
-    if path.exists() and not path.is_dir():
-        raise DVAEInputError(f"--out {path} is a file, not a directory; pass a directory path")
-    if path.is_dir() and any(path.iterdir()) and not force:
-        raise DVAEInputError(
-            f"output directory {path} is not empty; pass --force to overwrite it or choose "
-            "another --out"
-        )
-    return path
+    return check_out_dir(path, force)
 
 
 def _fmt(value: float | None) -> str:
@@ -245,8 +227,7 @@ def run(args: argparse.Namespace) -> int:
     """Train as asked by ``args``; returns the exit status."""
     from ..training import TrainingInterrupted, train
 
-    if args.nproc < 1:
-        raise DVAEInputError(f"--nproc must be >= 1, got {args.nproc}; pass e.g. --nproc 2")
+    check_nproc(args.nproc)
     if args.nproc > 1 and not launched_by_torchrun():
         return _launch(args)
     rank = int(os.environ.get("RANK", "0"))
@@ -256,6 +237,7 @@ def run(args: argparse.Namespace) -> int:
         config, step = _config(args), None
         config.validate()
         out = _out_dir(args.out, config, args.force) if rank == 0 else Path(args.out or ".")
+    metrics = None
     try:
         metrics = train(
             config,
@@ -277,10 +259,7 @@ def run(args: argparse.Namespace) -> int:
         )
         return 1
     finally:
-        import torch.distributed as dist
-
-        if dist.is_initialized():
-            dist.destroy_process_group()
+        leave_process_group(ok=metrics is not None)
     if rank > 0:
         return 0
     if step is not None:

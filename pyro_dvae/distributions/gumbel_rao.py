@@ -106,21 +106,10 @@ def gumbel_rao_straight_through(
     return straight_through(soft, hard)
 
 
-class GumbelRaoOneHotCategorical(StraightThroughOneHotCategorical):
-    """One-hot categorical sampled exactly, with the Gumbel-Rao gradient (arXiv:2010.04838).
-
-    :meth:`rsample` returns an exact one-hot sample D ~ Cat(softmax(logits)); its gradient is the
-    straight-through Gumbel-softmax gradient averaged over ``num_samples`` Gumbel perturbations
-    drawn conditionally on D. :meth:`log_prob` is the categorical log-mass. With
-    ``num_samples=1`` this is distributed exactly as straight-through Gumbel-softmax; more
-    samples only lower the variance of the gradient.
-
-    Example:
-        >>> d = GumbelRaoOneHotCategorical(0.5, logits=torch.zeros(2, 4), num_samples=10)
-        >>> z = d.rsample()
-        >>> z.sum(-1).tolist(), bool(((z == 0) | (z == 1)).all())
-        ([1.0, 1.0], True)
-    """
+class _GumbelRaoSamples:
+    """The ``num_samples`` argument (conditional perturbations averaged per sample) and an
+    ``expand`` that keeps it; shared by :class:`GumbelRaoOneHotCategorical` and
+    :class:`GumbelRaoBernoulli`."""
 
     def __init__(
         self,
@@ -144,6 +133,23 @@ class GumbelRaoOneHotCategorical(StraightThroughOneHotCategorical):
             validate_args=self._validate_args,
         )
 
+
+class GumbelRaoOneHotCategorical(_GumbelRaoSamples, StraightThroughOneHotCategorical):
+    """One-hot categorical sampled exactly, with the Gumbel-Rao gradient (arXiv:2010.04838).
+
+    :meth:`rsample` returns an exact one-hot sample D ~ Cat(softmax(logits)); its gradient is the
+    straight-through Gumbel-softmax gradient averaged over ``num_samples`` Gumbel perturbations
+    drawn conditionally on D. :meth:`log_prob` is the categorical log-mass. With
+    ``num_samples=1`` this is distributed exactly as straight-through Gumbel-softmax; more
+    samples only lower the variance of the gradient.
+
+    Example:
+        >>> d = GumbelRaoOneHotCategorical(0.5, logits=torch.zeros(2, 4), num_samples=10)
+        >>> z = d.rsample()
+        >>> z.sum(-1).tolist(), bool(((z == 0) | (z == 1)).all())
+        ([1.0, 1.0], True)
+    """
+
     def rsample(self, sample_shape: torch.Size = _EMPTY) -> torch.Tensor:
         logits = self.logits
         shape = self._extended_shape(sample_shape)
@@ -155,7 +161,7 @@ class GumbelRaoOneHotCategorical(StraightThroughOneHotCategorical):
         return gumbel_rao_straight_through(logits, hard, perturbed, self.temperature)
 
 
-class GumbelRaoBernoulli(StraightThroughBernoulli):
+class GumbelRaoBernoulli(_GumbelRaoSamples, StraightThroughBernoulli):
     """Bernoulli sampled exactly, with the Gumbel-Rao gradient of the binary Concrete relaxation.
 
     The binary case of :class:`GumbelRaoOneHotCategorical`: logistic noise conditioned on the
@@ -169,28 +175,6 @@ class GumbelRaoBernoulli(StraightThroughBernoulli):
         >>> bool(((z == 0) | (z == 1)).all())
         True
     """
-
-    def __init__(
-        self,
-        temperature: torch.Tensor | float,
-        probs: torch.Tensor | None = None,
-        logits: torch.Tensor | None = None,
-        num_samples: int = 10,
-        validate_args: bool | None = None,
-    ) -> None:
-        if int(num_samples) < 1:
-            raise ValueError(f"num_samples must be >= 1, got {num_samples}")
-        self.num_samples = int(num_samples)
-        super().__init__(temperature, probs=probs, logits=logits, validate_args=validate_args)
-
-    def expand(self, batch_shape, _instance=None):
-        logits = self.logits.expand(torch.Size(batch_shape))
-        return type(self)(
-            self.temperature,
-            logits=logits,
-            num_samples=self.num_samples,
-            validate_args=self._validate_args,
-        )
 
     def rsample(self, sample_shape: torch.Size = _EMPTY) -> torch.Tensor:
         logits = self.logits

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pyro
 import torch
 
 from ..errors import DVAEInputError
+from ..utils import fixed_seed
 from ._common import plt
 
 __all__ = ["RUN_FIGURES", "plot_comparison_dir", "plot_run"]
@@ -28,18 +26,6 @@ RUN_FIGURES = (
     "posterior_entropy.png",
     "code_vs_label.png",
 )
-
-
-@contextlib.contextmanager
-def _fixed_seed(seed: int) -> Iterator[None]:
-    from ..utils import rng_state, set_rng_state
-
-    saved = rng_state()
-    pyro.set_rng_seed(seed)
-    try:
-        yield
-    finally:
-        set_rng_state(saved)
 
 
 def _targets(out: Path, names: list[str], overwrite: bool) -> dict[str, Path]:
@@ -90,7 +76,7 @@ def plot_run(
     paths = _targets(out, names, overwrite)
     out.mkdir(parents=True, exist_ok=True)
     model, shape = run.model, data.image_shape
-    with torch.no_grad(), _fixed_seed(seed):
+    with torch.no_grad(), fixed_seed(seed):
         recon = model.reconstruct(x[:10])
         samples = model.sample_x(32)
     probs = posterior_probs(model, x)

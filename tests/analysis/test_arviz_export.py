@@ -29,12 +29,7 @@ from pyro_dvae.training import TrainConfig, train
 N_OBS, CHAINS, DRAWS = 12, 3, 8
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: single-threaded
 
 
 @pytest.fixture(scope="module")

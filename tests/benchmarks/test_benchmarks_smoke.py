@@ -15,6 +15,7 @@ SMOKE = {
     "bench_step.py": ["--smoke", "--threads", "1"],
     "bench_exact.py": ["--smoke", "--threads", "1"],
     "mnist_paper.py": ["--smoke", "--threads", "1", "--no-progress"],
+    "m2_semisupervised.py": ["--smoke", "--threads", "1"],
 }
 
 
@@ -63,3 +64,9 @@ def test_mnist_paper_smoke_writes_its_table(tmp_path):
     ]
     assert len(rows) == 2, text
     assert (tmp_path / "results.md").read_text().strip() == text.strip()
+
+
+def test_m2_smoke_reports_every_estimator():
+    text = _run("m2_semisupervised.py")
+    rows = [line for line in text.splitlines() if line.startswith("| 10 |")]
+    assert [r.split("|")[2].strip() for r in rows] == ["enumerate", "gumbel", "st"], text

@@ -3,30 +3,12 @@
 from __future__ import annotations
 
 import pytest
-import torch
+from _helpers import one_line_error
 
 from pyro_dvae.analysis import load_inference_data
 from pyro_dvae.cli.main import main
 
-TRAIN = ["--latent", "2x4", "--encoder-hidden", "16", "--max-steps", "5", "--iwae-samples", "10"]
 SMALL = ["--num-observations", "6", "--num-samples", "3", "--num-chains", "2"]
-
-
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    out = tmp_path_factory.mktemp("cli") / "run"
-    assert main(["train", *TRAIN, "--no-progress", "--out", str(out)]) == 0
-    yield out
-    torch.set_num_threads(threads)
-
-
-def _one_line_error(err: str) -> str:
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("pyro-dvae: error: ") and "Traceback" not in err
-    return lines[0]
 
 
 def test_export_writes_netcdf(run_dir, tmp_path, capsys):
@@ -49,7 +31,7 @@ def test_export_refuses_existing_file_without_force(run_dir, tmp_path, capsys):
     out = tmp_path / "run.nc"
     out.write_text("keep me")
     assert main(["export", str(run_dir), "--out", str(out), *SMALL]) == 2
-    line = _one_line_error(capsys.readouterr().err)
+    line = one_line_error(capsys.readouterr().err)
     assert "already exists" in line and "--force" in line
     assert out.read_text() == "keep me"
     assert main(["export", str(run_dir), "--out", str(out), *SMALL, "--force"]) == 0
@@ -72,5 +54,5 @@ def test_bad_input_one_line(run_dir, tmp_path, capsys, where, extra, message):
     extra = [a.replace("{tmp}", str(tmp_path)) for a in extra]
     args = ["export", str(target), "--out", str(tmp_path / "x.nc"), *extra]
     assert main(args) == 2
-    assert message in _one_line_error(capsys.readouterr().err)
+    assert message in one_line_error(capsys.readouterr().err)
     assert not (tmp_path / "x.nc").exists()

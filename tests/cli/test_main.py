@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from _helpers import one_line_error
 
 from pyro_dvae.cli.main import build_parser, main
 
@@ -36,14 +37,6 @@ METRIC_KEYS = {
 }
 
 
-def _one_line_error(err: str) -> str:
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("pyro-dvae: error: "), err
-    assert "Traceback" not in err
-    return lines[0]
-
-
 def test_train_end_to_end(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["train", *TINY, "--out", str(out)]) == 0
@@ -70,7 +63,7 @@ def test_refuses_non_empty_out_without_force(tmp_path, capsys):
     out.mkdir()
     (out / "keep.txt").write_text("mine")
     assert main(["train", *TINY, "--out", str(out)]) == 2
-    line = _one_line_error(capsys.readouterr().err)
+    line = one_line_error(capsys.readouterr().err)
     assert "not empty" in line and "--force" in line
     assert not (out / "metrics.json").exists()
     assert main(["train", *TINY, "--out", str(out), "--force"]) == 0
@@ -103,20 +96,20 @@ def test_bad_input_exits_2_with_one_line(tmp_path, capsys, args, message):
     code = main(["train", *TINY, "--out", str(tmp_path / "run"), *args])
     captured = capsys.readouterr()
     assert code == 2
-    assert message in _one_line_error(captured.err)
+    assert message in one_line_error(captured.err)
     assert captured.out == ""
     assert not (tmp_path / "run" / "metrics.json").exists()
 
 
 def test_no_command(capsys):
     assert main([]) == 2
-    assert "required" in _one_line_error(capsys.readouterr().err)
+    assert "required" in one_line_error(capsys.readouterr().err)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA present")
 def test_cuda_unavailable(tmp_path, capsys):
     assert main(["train", *TINY, "--device", "cuda", "--out", str(tmp_path / "r")]) == 2
-    assert "CUDA is not available" in _one_line_error(capsys.readouterr().err)
+    assert "CUDA is not available" in one_line_error(capsys.readouterr().err)
 
 
 def test_help_exits_0(capsys):
@@ -137,7 +130,7 @@ def test_non_finite_loss_exits_1(tmp_path, capsys, monkeypatch):
 
     monkeypatch.setattr(TorchOptimSVI, "compute_grads", poisoned)
     assert main(["train", *TINY, "--out", str(tmp_path / "run")]) == 1
-    line = _one_line_error(capsys.readouterr().err)
+    line = one_line_error(capsys.readouterr().err)
     assert "training loss became nan at step 2 (epoch 1)" in line
     assert "'discrete_vae.decoder.0.weight' holds 1 NaN" in line
     assert "last good checkpoint is kept in" in line
@@ -175,5 +168,5 @@ def test_python_dash_m_end_to_end(tmp_path):
 def test_python_dash_m_bad_input(tmp_path):
     proc = _run_module("train", "--latent", "abc", cwd=tmp_path)
     assert proc.returncode == 2
-    assert "cannot parse latent spec 'abc'" in _one_line_error(proc.stderr)
+    assert "cannot parse latent spec 'abc'" in one_line_error(proc.stderr)
     assert not (tmp_path / "runs").exists()

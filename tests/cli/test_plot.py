@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import pytest
-import torch
+from _helpers import one_line_error
 
 from pyro_dvae.cli.main import main
 
-TRAIN = ["--latent", "2x4", "--encoder-hidden", "16", "--max-steps", "5", "--iwae-samples", "10"]
 FIGURES = {
     "training_curve.png",
     "elbo_curves.png",
@@ -18,23 +17,6 @@ FIGURES = {
     "posterior_entropy.png",
     "code_vs_label.png",
 }
-
-
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    out = tmp_path_factory.mktemp("cli") / "run"
-    assert main(["train", *TRAIN, "--no-progress", "--out", str(out)]) == 0
-    yield out
-    torch.set_num_threads(threads)
-
-
-def _one_line_error(err: str) -> str:
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("pyro-dvae: error: ") and "Traceback" not in err
-    return lines[0]
 
 
 def test_plot_writes_all_figures(run_dir, tmp_path, capsys):
@@ -51,7 +33,7 @@ def test_plot_default_out_and_force(run_dir, capsys):
     assert {p.name for p in plots.iterdir()} == FIGURES
     before = {p.name: p.stat().st_mtime_ns for p in plots.iterdir()}
     assert main(["plot", str(run_dir)]) == 2
-    line = _one_line_error(capsys.readouterr().err)
+    line = one_line_error(capsys.readouterr().err)
     assert "already exists" in line and "--force" in line
     assert before == {p.name: p.stat().st_mtime_ns for p in plots.iterdir()}
     assert main(["plot", str(run_dir), "--force"]) == 0
@@ -79,4 +61,4 @@ def test_bad_input_one_line(tmp_path, capsys, where, message):
     (tmp_path / "empty").mkdir()
     (tmp_path / "file").write_text("x")
     assert main(["plot", str(tmp_path / where)]) == 2
-    assert message in _one_line_error(capsys.readouterr().err)
+    assert message in one_line_error(capsys.readouterr().err)

@@ -18,6 +18,7 @@ from unittest import mock
 import numpy as np
 import pytest
 import torch
+from _helpers import one_line_error
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -42,14 +43,6 @@ TorchOptimSVI.compute_grads = slow
 from pyro_dvae.cli.main import main
 sys.exit(main(sys.argv[1:]))
 """
-
-
-def _one_line_error(err: str, prefix: str = "pyro-dvae: error: ") -> str:
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith(prefix), err
-    assert "Traceback" not in err
-    return lines[0]
 
 
 def _env() -> dict[str, str]:
@@ -92,7 +85,7 @@ def test_sigint_then_sigkill_then_resume_equals_uninterrupted(tmp_path, capsys):
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
-    line = _one_line_error(err, prefix="pyro-dvae: interrupted (SIGINT) at step ")
+    line = one_line_error(err, prefix="pyro-dvae: interrupted (SIGINT) at step ")
     step = int(re.search(r"at step (\d+) of 56", line).group(1))
     assert (
         f"saved {Path('run') / 'checkpoint.pt'}; continue with: pyro-dvae train --resume run"
@@ -158,7 +151,7 @@ def test_bad_input_exits_2_with_one_line(tmp_path, capsys, args, message):
     code = main(["train", *TINY, "--max-steps", "2", "--out", str(tmp_path / "run"), *args])
     captured = capsys.readouterr()
     assert code == 2
-    assert message in _one_line_error(captured.err)
+    assert message in one_line_error(captured.err)
     assert captured.out == ""
     assert not (tmp_path / "run").exists()
 
@@ -204,7 +197,7 @@ def test_malformed_idx_files_exit_2(tmp_path, capsys, corrupt, message):
     corrupt(data)
     args = ["--dataset", "mnist", "--data-dir", str(data), "--max-steps", "1"]
     assert main(["train", *TINY, *args, "--out", str(tmp_path / "run")]) == 2
-    assert message in _one_line_error(capsys.readouterr().err)
+    assert message in one_line_error(capsys.readouterr().err)
     assert not (tmp_path / "run").exists()
 
 
@@ -212,7 +205,7 @@ def test_empty_idx_dataset_exits_2(tmp_path, capsys):
     data = _fake_mnist(tmp_path / "mnist", 2, 2, n_train=0)
     args = ["--dataset", "mnist", "--data-dir", str(data), "--max-steps", "1"]
     assert main(["train", *TINY, *args, "--out", str(tmp_path / "run")]) == 2
-    assert "has 0 images, need more than 10000" in _one_line_error(capsys.readouterr().err)
+    assert "has 0 images, need more than 10000" in one_line_error(capsys.readouterr().err)
 
 
 def test_resume_with_data_of_another_shape_exits_2(tmp_path, capsys):
@@ -223,12 +216,12 @@ def test_resume_with_data_of_another_shape_exits_2(tmp_path, capsys):
     capsys.readouterr()
     wide = _fake_mnist(tmp_path / "b", 2, 3)
     assert main(["train", "--resume", str(run), "--data-dir", str(wide)]) == 2
-    line = _one_line_error(capsys.readouterr().err)
+    line = one_line_error(capsys.readouterr().err)
     assert "trained on data with 4 features per datum, these data have 6" in line
     assert "resume with the dataset the run was trained on" in line
     other = _fake_mnist(tmp_path / "c", 2, 2, seed=1)
     assert main(["train", "--resume", str(run), "--data-dir", str(other)]) == 2
-    assert "the data differ from those the run" in _one_line_error(capsys.readouterr().err)
+    assert "the data differ from those the run" in one_line_error(capsys.readouterr().err)
 
 
 def test_resume_refuses_changed_options_and_other_out(tmp_path, capsys):
@@ -236,10 +229,10 @@ def test_resume_refuses_changed_options_and_other_out(tmp_path, capsys):
     assert main(["train", *TINY, "--max-steps", "2", "--out", str(run)]) == 0
     capsys.readouterr()
     assert main(["train", "--resume", str(run), "--lr", "0.1", "--latent", "2x3"]) == 2
-    line = _one_line_error(capsys.readouterr().err)
+    line = one_line_error(capsys.readouterr().err)
     assert "--lr 0.1 (run: 0.001) differ; drop those options" in line and "latent" not in line
     assert main(["train", "--resume", str(run), "--out", str(tmp_path / "x")]) == 2
-    assert "drop --out" in _one_line_error(capsys.readouterr().err)
+    assert "drop --out" in one_line_error(capsys.readouterr().err)
     assert main(["train", "--resume", str(run), "--no-progress", *TINY]) == 0  # same values: fine
 
 
@@ -257,7 +250,7 @@ def test_malicious_checkpoint_is_refused(tmp_path, capsys):
     marker = tmp_path / "pwned"
     torch.save({"model_state": {}, "config": {"lr": _Evil(marker)}}, run / "checkpoint.pt")
     assert main(["train", "--resume", str(run)]) == 2
-    line = _one_line_error(capsys.readouterr().err)
+    line = one_line_error(capsys.readouterr().err)
     assert "contains executable objects and was refused" in line
     assert not marker.exists()
 
@@ -276,7 +269,7 @@ def test_force_never_loses_the_previous_checkpoint_to_a_failed_start(tmp_path, c
 
 
 def test_on_nan_skip_via_cli(tmp_path, capsys, monkeypatch):
-    import pyro_dvae.training as training
+    import pyro_dvae.training._loop as training  # where train() looks _load_data up
 
     real = training._load_data
 
@@ -289,7 +282,7 @@ def test_on_nan_skip_via_cli(tmp_path, capsys, monkeypatch):
     out = tmp_path / "run"
     args = ["train", *TINY, "--epochs", "1", "--batch-size", "700", "--out", str(out)]
     assert main(args) == 1
-    line = _one_line_error(capsys.readouterr().err)
+    line = one_line_error(capsys.readouterr().err)
     assert "the 'data batch' holds 1 NaN" in line and "--on-nan skip" in line
     assert main([*args, "--force", "--on-nan", "skip"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
@@ -367,7 +360,7 @@ def test_cli_accepts_exactly_the_valid_arguments(latent, estimator, temperature,
             called.config.validate()
             assert called.config.lr > 0 and called.config.temperature > 0
     if code == 2:
-        _one_line_error(err.getvalue())
+        one_line_error(err.getvalue())
     else:
         assert code == 0 and err.getvalue() == ""
     assert (code == 0) == _expected_valid(latent, estimator, temperature, lr, epochs), (

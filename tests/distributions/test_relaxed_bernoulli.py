@@ -16,15 +16,7 @@ from torch.distributions import RelaxedBernoulli
 
 from pyro_dvae.distributions import ConcreteBernoulli, StraightThroughBernoulli
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: intra-op threads only add OpenMP synchronization (ms per op on a loaded
-    2-core machine for float64 kernels), so run these tests single-threaded."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: single-threaded
 
 
 def binary_concrete_log_density_from_logit(logits, tau, x):

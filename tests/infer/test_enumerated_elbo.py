@@ -3,76 +3,45 @@ brute-force torch expression over ``itertools.product`` (autograd gives the refe
 
 from __future__ import annotations
 
-import itertools
-
-import numpy as np
 import pyro
 import pyro.distributions as dist
 import pytest
 import torch
+from _models import (
+    F64,
+    X2,
+    brute_log_joint,
+    brute_log_q,
+    categorical_guide,
+    categorical_model,
+    categorical_params,
+    chain_guide,
+    load_params,
+    two_site_log_joint,
+    two_site_model,
+)
 
 from pyro_dvae.infer import EnumeratedELBO
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: intra-op threads only add OpenMP synchronization (ms per op on a loaded
-    2-core machine for float64 kernels), so run these tests single-threaded."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: single-threaded
 
 
-F64 = torch.float64
 N, K, D, B = 2, 3, 3, 4
+SIGMA = 0.9
 TOL = dict(rtol=1e-6, atol=1e-9)  # float64 throughout; sums of <= 9 terms
 
-
-def init_params(seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return {
-        "prior": torch.randn(N, K, generator=g, dtype=F64),
-        "w": torch.randn(N * K, D, generator=g, dtype=F64),
-        "q": torch.randn(B, N, K, generator=g, dtype=F64),
-        "x": 1.5 * torch.randn(B, D, generator=g, dtype=F64),
-    }
-
-
-def model(x):
-    prior = pyro.param("prior")
-    w = pyro.param("w")
-    with pyro.plate("data", x.shape[0]):
-        z = pyro.sample("z", dist.OneHotCategorical(logits=prior).to_event(1))
-        pyro.sample("x", dist.Normal(z.flatten(-2) @ w, 0.9).to_event(1), obs=x)
-
-
-def guide(x):
-    q = pyro.param("q")
-    with pyro.plate("data", x.shape[0]):
-        pyro.sample("z", dist.OneHotCategorical(logits=q).to_event(1))
+model, guide = categorical_model(SIGMA), categorical_guide
 
 
 def brute_elbo(prior, w, q, x):
     """Per-datum exact ELBO by explicit summation (differentiable, torch, float64)."""
-    lp_prior = prior.log_softmax(-1)
-    lq = q.log_softmax(-1)  # [B, N, K]
-    elbo = torch.zeros(x.shape[0], dtype=F64)
-    for idx in itertools.product(range(K), repeat=N):
-        z = torch.eye(K, dtype=F64)[list(idx)]
-        mean = z.reshape(-1) @ w
-        log_lik = (-0.5 * ((x - mean) / 0.9) ** 2 - np.log(0.9) - 0.5 * np.log(2 * np.pi)).sum(-1)
-        log_p = sum(lp_prior[g, idx[g]] for g in range(N)) + log_lik
-        log_q = sum(lq[:, g, idx[g]] for g in range(N))
-        elbo = elbo + log_q.exp() * (log_p - log_q)
-    return elbo
+    log_p, log_q = brute_log_joint(prior, w, x, SIGMA), brute_log_q(q)
+    return (log_q.exp() * (log_p - log_q)).sum(-1)
 
 
 def setup_params(seed=0):
-    pyro.clear_param_store()
-    p = init_params(seed)
-    for name in ("prior", "w", "q"):
-        pyro.param(name, p[name].clone())
+    p = categorical_params(N, K, D, B, seed, x_scale=1.5)
+    load_params(p)
     return p
 
 
@@ -125,32 +94,7 @@ def test_chunking_does_not_change_value_or_gradient():
 
 
 # ---- two latent sites, guide q(z1|x) q(z2|z1,x) set to the exact posterior: ELBO = log p(x) --
-A = torch.tensor([[1.5, -1.0, 0.2]], dtype=F64)
-C = torch.tensor([0.3, 0.0, -0.4], dtype=F64)
-W1 = torch.tensor([[1.0, -2.0]], dtype=F64)
-W2 = torch.tensor([[0.5, 0.5], [-1.0, 1.0], [2.0, 0.0]], dtype=F64)
-X2 = torch.tensor([[0.2, -1.0], [1.5, 0.3], [-0.7, 2.0]], dtype=F64)
-
-
-def model2(x):
-    with pyro.plate("data", x.shape[0]):
-        z1 = pyro.sample("z1", dist.Bernoulli(torch.tensor([0.3], dtype=F64)).to_event(1))
-        z2 = pyro.sample("z2", dist.OneHotCategorical(logits=C + z1 @ A))
-        pyro.sample("x", dist.Normal(z1 @ W1 + z2 @ W2, 0.8).to_event(1), obs=x)
-
-
-def brute_joint2(x):
-    """log p(x, z1, z2) as [B, 2, K] (float64, explicit formulas)."""
-    out = torch.empty(x.shape[0], 2, 3, dtype=F64)
-    for b1 in (0, 1):
-        z1 = torch.tensor([float(b1)], dtype=F64)
-        lp1 = np.log(0.3) if b1 else np.log(0.7)
-        lp2 = (C + z1 @ A).log_softmax(-1)
-        for k in range(3):
-            mean = z1 @ W1 + W2[k]
-            ll = (-0.5 * ((x - mean) / 0.8) ** 2 - np.log(0.8) - 0.5 * np.log(2 * np.pi)).sum(-1)
-            out[:, b1, k] = lp1 + lp2[k] + ll
-    return out
+model2, brute_joint2 = two_site_model, two_site_log_joint
 
 
 def exact_guide_tables(x):
@@ -164,14 +108,7 @@ def exact_guide_tables(x):
 
 def make_posterior_guide(x):
     _, q1, q2 = exact_guide_tables(x)
-
-    def guide2(x):
-        with pyro.plate("data", x.shape[0]):
-            z1 = pyro.sample("z1", dist.Bernoulli(q1.unsqueeze(-1)).to_event(1))
-            probs = q2[:, 1] * z1 + q2[:, 0] * (1 - z1)  # z1 [..., 1] broadcasts over K
-            pyro.sample("z2", dist.OneHotCategorical(probs=probs))
-
-    return guide2
+    return chain_guide(q1, q2)
 
 
 def test_exact_posterior_guide_gives_log_likelihood():

@@ -18,15 +18,7 @@ from pyro_dvae.errors import DVAEInputError, LatentSpaceTooLargeError
 from pyro_dvae.infer import LatentEnumeration, exact_log_likelihood, exact_posterior
 from pyro_dvae.models import DiscreteVAE
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: intra-op threads only add OpenMP synchronization (ms per op on a loaded
-    2-core machine for float64 kernels), so run these tests single-threaded."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: single-threaded
 
 
 F64 = torch.float64

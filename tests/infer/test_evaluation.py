@@ -15,23 +15,17 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
+from _models import F64, X2, chain_guide, two_site_log_joint, two_site_model
 
 from pyro_dvae.errors import DVAEInputError
 from pyro_dvae.infer import discrete_elbo, iwae_log_likelihood
 
-F64 = torch.float64
 N, K, D, U = 2, 3, 3, 4  # groups, classes, features, distinct data
 R = 1000  # replicates per distinct datum
 Z_MAX = 4.5  # two-sided p ~ 7e-6 per comparison
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: intra-op threads only add OpenMP synchronization, so run single-threaded."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: single-threaded
 
 
 _g = torch.Generator().manual_seed(0)
@@ -142,44 +136,7 @@ def test_iwae_large_k_approaches_log_likelihood():
 
 
 # -------- two latent sites, guide q(z1|x) q(z2|z1,x) = exact posterior: zero-variance IWAE -----
-A = torch.tensor([[1.5, -1.0, 0.2]], dtype=F64)
-C = torch.tensor([0.3, 0.0, -0.4], dtype=F64)
-W1 = torch.tensor([[1.0, -2.0]], dtype=F64)
-W2 = torch.tensor([[0.5, 0.5], [-1.0, 1.0], [2.0, 0.0]], dtype=F64)
-X2 = torch.tensor([[0.2, -1.0], [1.5, 0.3], [-0.7, 2.0]], dtype=F64)
-
-
-def model2(x):
-    with pyro.plate("data", x.shape[0]):
-        z1 = pyro.sample("z1", dist.Bernoulli(torch.tensor([0.3], dtype=F64)).to_event(1))
-        z2 = pyro.sample("z2", dist.OneHotCategorical(logits=C + z1 @ A))
-        pyro.sample("x", dist.Normal(z1 @ W1 + z2 @ W2, 0.8).to_event(1), obs=x)
-
-
-def brute_joint2(x):
-    """log p(x, z1, z2) as [B, 2, 3] by explicit formulas."""
-    out = torch.empty(x.shape[0], 2, 3, dtype=F64)
-    for b1 in (0, 1):
-        z1 = torch.tensor([float(b1)], dtype=F64)
-        lp2 = (C + z1 @ A).log_softmax(-1)
-        for k in range(3):
-            mean = z1 @ W1 + W2[k]
-            ll = (-0.5 * ((x - mean) / 0.8) ** 2 - math.log(0.8) - 0.5 * math.log(2 * math.pi)).sum(
-                -1
-            )
-            out[:, b1, k] = math.log(0.3 if b1 else 0.7) + lp2[k] + ll
-    return out
-
-
-def chain_guide(q1, q2):
-    """q(z1 = 1 | x) = q1[b], q(z2 | z1, x) = q2[b, z1]."""
-
-    def guide(x):
-        with pyro.plate("data", x.shape[0]):
-            z1 = pyro.sample("z1", dist.Bernoulli(q1.unsqueeze(-1)).to_event(1))
-            pyro.sample("z2", dist.OneHotCategorical(probs=q2[:, 1] * z1 + q2[:, 0] * (1 - z1)))
-
-    return guide
+model2, brute_joint2 = two_site_model, two_site_log_joint
 
 
 def test_iwae_with_exact_posterior_guide_is_log_likelihood_for_every_k():

@@ -3,54 +3,30 @@
 
 from __future__ import annotations
 
-import itertools
-
-import numpy as np
 import pyro
-import pyro.distributions as dist
 import pytest
 import torch
+from _models import (
+    F64,
+    brute_log_q,
+    categorical_guide,
+    categorical_model,
+    categorical_params,
+    load_params,
+)
+from _models import brute_log_joint as categorical_log_joint
 
 from pyro_dvae.infer import ExactMarginalELBO
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: intra-op threads only add OpenMP synchronization (ms per op on a loaded
-    2-core machine for float64 kernels), so run these tests single-threaded."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: single-threaded
 
 
-F64 = torch.float64
 N, K, D, B = 2, 3, 3, 5
 TOL = dict(rtol=1e-6, atol=1e-9)  # float64; gradients of sums over 9 configurations
 MODEL_PARAMS, GUIDE_PARAMS = ("prior", "w"), ("q",)
+SIGMA = 0.9
 
-
-def init_params(seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return {
-        "prior": torch.randn(N, K, generator=g, dtype=F64),
-        "w": 1.5 * torch.randn(N * K, D, generator=g, dtype=F64),
-        "q": torch.randn(B, N, K, generator=g, dtype=F64),
-        "x": 1.5 * torch.randn(B, D, generator=g, dtype=F64),
-    }
-
-
-def model(x):
-    prior, w = pyro.param("prior"), pyro.param("w")
-    with pyro.plate("data", x.shape[0]):
-        z = pyro.sample("z", dist.OneHotCategorical(logits=prior).to_event(1))
-        pyro.sample("x", dist.Normal(z.flatten(-2) @ w, 0.9).to_event(1), obs=x)
-
-
-def guide(x):
-    q = pyro.param("q")
-    with pyro.plate("data", x.shape[0]):
-        pyro.sample("z", dist.OneHotCategorical(logits=q).to_event(1))
+model, guide = categorical_model(SIGMA), categorical_guide
 
 
 def empty_guide(x):
@@ -59,29 +35,16 @@ def empty_guide(x):
 
 def brute_log_joint(prior, w, x):
     """[B, K^N] log p(x, z) (explicit formulas), configurations in itertools.product order."""
-    lp_prior = prior.log_softmax(-1)
-    cols = []
-    for idx in itertools.product(range(K), repeat=N):
-        z = torch.eye(K, dtype=F64)[list(idx)]
-        mean = z.reshape(-1) @ w
-        ll = (-0.5 * ((x - mean) / 0.9) ** 2 - np.log(0.9) - 0.5 * np.log(2 * np.pi)).sum(-1)
-        cols.append(sum(lp_prior[g, idx[g]] for g in range(N)) + ll)
-    return torch.stack(cols, -1)
+    return categorical_log_joint(prior, w, x, SIGMA)
 
 
-def brute_log_q(q):
-    lq = q.log_softmax(-1)
-    return torch.stack(
-        [sum(lq[:, g, idx[g]] for g in range(N)) for idx in itertools.product(range(K), repeat=N)],
-        -1,
-    )
+def init_params(seed=0):
+    return categorical_params(N, K, D, B, seed, w_scale=1.5, x_scale=1.5)
 
 
 def setup_params(seed=0):
-    pyro.clear_param_store()
     p = init_params(seed)
-    for name in MODEL_PARAMS + GUIDE_PARAMS:
-        pyro.param(name, p[name].clone())
+    load_params(p, MODEL_PARAMS + GUIDE_PARAMS)
     return p
 
 

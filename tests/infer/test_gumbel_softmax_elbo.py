@@ -14,62 +14,37 @@ import pyro.poutine as poutine
 import pytest
 import torch
 import torch.nn.functional as F
+from _models import (
+    F64,
+    categorical_guide,
+    categorical_model,
+    categorical_params,
+    load_params,
+    normal_log_prob,
+)
 from pyro.infer import SVI
 
 from pyro_dvae.errors import DVAEInputError
 from pyro_dvae.infer import EnumeratedELBO, GumbelSoftmaxELBO, relax
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: intra-op threads only add OpenMP synchronization (ms per op on a loaded
-    2-core machine for float64 kernels), so run these tests single-threaded."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: single-threaded
 
 
-F64 = torch.float64
 N, K, D, B = 2, 3, 3, 4
 SIGMA = 1.0
 
 
 def params(seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return {
-        "prior": torch.randn(N, K, generator=g, dtype=F64),
-        "w": 0.7 * torch.randn(N * K, D, generator=g, dtype=F64),
-        "q": torch.randn(B, N, K, generator=g, dtype=F64),
-        "x": torch.randn(B, D, generator=g, dtype=F64),
-    }
+    return categorical_params(N, K, D, B, seed, w_scale=0.7)
 
 
-def set_params(p):
-    pyro.clear_param_store()
-    for name in ("prior", "w", "q"):
-        pyro.param(name, p[name].clone())
-
-
-def model(x):
-    prior, w = pyro.param("prior"), pyro.param("w")
-    with pyro.plate("data", x.shape[0]):
-        z = pyro.sample("z", dist.OneHotCategorical(logits=prior).to_event(1))
-        pyro.sample("x", dist.Normal(z.flatten(-2) @ w, SIGMA).to_event(1), obs=x)
-
-
-def guide(x):
-    q = pyro.param("q")
-    with pyro.plate("data", x.shape[0]):
-        pyro.sample("z", dist.OneHotCategorical(logits=q).to_event(1))
+set_params = load_params
+model, guide = categorical_model(SIGMA), categorical_guide
 
 
 # ------------------------------------------------------------------ hand-written densities ---
 def normal_loglik(x, y, w):
-    mean = y.flatten(-2) @ w
-    return (-0.5 * ((x - mean) / SIGMA) ** 2 - math.log(SIGMA) - 0.5 * math.log(2 * math.pi)).sum(
-        -1
-    )
+    return normal_log_prob(x, y.flatten(-2) @ w, SIGMA)
 
 
 def concrete_log_density(logits, tau, y):

@@ -9,6 +9,7 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
+from _models import mixture_guide, mixture_model
 
 from pyro_dvae.diagnostics import gradient_estimates
 from pyro_dvae.errors import DVAEInputError
@@ -23,19 +24,7 @@ NUM_CALLS = 30
 Z_THRESHOLD = 4.5
 
 
-def model(x):
-    prior = pyro.param("prior_logits", torch.tensor([0.3, 0.0, -0.3]))
-    locs = pyro.param("locs", torch.tensor([-1.0, 0.5, 1.5]))
-    with pyro.plate("data", len(x)):
-        z = pyro.sample("z", dist.OneHotCategorical(logits=prior))
-        pyro.sample("x", dist.Normal((z * locs).sum(-1), 1.0), obs=x)
-
-
-def guide(x):
-    w = pyro.param("enc_w", torch.tensor([-0.5, 0.2, 0.6]))
-    b = pyro.param("enc_b", torch.tensor([0.1, 0.0, -0.2]))
-    with pyro.plate("data", len(x)):
-        pyro.sample("z", dist.OneHotCategorical(logits=x.unsqueeze(-1) * w + b))
+model, guide = mixture_model, mixture_guide
 
 
 def log_weight_table(x):

@@ -24,14 +24,7 @@ from pyro_dvae.infer import (
 )
 from pyro_dvae.models import DiscreteVAE
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: intra-op threads only add OpenMP synchronization, so run single-threaded."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: single-threaded
 
 
 D = 6

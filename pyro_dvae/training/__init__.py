@@ -1,0 +1,35 @@
+"""Training loop: :class:`TrainConfig` and :func:`train`.
+
+:func:`train` fits a :class:`~pyro_dvae.models.DiscreteVAE` with Pyro's ``SVI`` on minibatches,
+anneals the relaxation temperature, and evaluates the held-out test set in nats per datum:
+the discrete ELBO, an importance-weighted (IWAE) estimate of ``log p(x)`` and, when the latent
+space is small enough, the exact ``log p(x)`` by enumeration.
+
+Example:
+    >>> from pyro_dvae.training import TrainConfig, train
+    >>> cfg = TrainConfig(latent="2x4", epochs=1, iwae_samples=10, encoder_hidden=(32,))
+    >>> metrics = train(cfg, progress=False)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from ..infer import ESTIMATORS, RELAXED_ESTIMATORS
+from ._checkpointing import CHECKPOINT_NAME, load_run
+from ._checkpointing import RUN_OUTPUTS as RUN_OUTPUTS
+from ._config import DATASETS, ON_NAN, TrainConfig
+from ._limits import MAX_LATENT_UNITS as MAX_LATENT_UNITS
+from ._limits import MAX_PARAMETERS as MAX_PARAMETERS
+from ._loop import train
+from ._signals import TrainingInterrupted
+
+__all__ = [
+    "CHECKPOINT_NAME",
+    "DATASETS",
+    "ESTIMATORS",
+    "ON_NAN",
+    "RELAXED_ESTIMATORS",
+    "TrainConfig",
+    "TrainingInterrupted",
+    "load_run",
+    "train",
+]
