@@ -40,8 +40,7 @@ def montage(images: np.ndarray, image_shape: tuple[int, int], ncols: int, pad: i
 
 
 def _show_montage(ax: Any, grid: np.ndarray, limits: dict) -> None:
-    cmap = plt.get_cmap("gray").copy()
-    cmap.set_bad("white")
+    cmap = plt.get_cmap("gray").with_extremes(bad="white")
     ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, interpolation="nearest", **limits)
     ax.set_xticks([])
     ax.set_yticks([])

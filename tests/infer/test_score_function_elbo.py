@@ -154,7 +154,7 @@ def test_differentiable_loss_matches_loss_and_grads():
         if use_differentiable:
             loss_t = elbo.differentiable_loss(model, guide, x)
             loss_t.backward()
-            loss = float(loss_t)
+            loss = float(loss_t.detach())
         else:
             loss = elbo.loss_and_grads(model, guide, x)
         w = pyro.param("w").unconstrained()
