@@ -35,6 +35,11 @@ class TrainedRun:
     :ivar config: the training config (a :class:`~pyro_dvae.training.TrainConfig` as a dict).
     :ivar metrics: the contents of ``metrics.json`` (empty if training did not finish).
     :ivar step: the training step the checkpoint was written at.
+
+    Example:
+        >>> run = load_run("runs/default")  # doctest: +SKIP
+        >>> run.model.latent, run.metrics["test_nll_exact"]  # doctest: +SKIP
+        (LatentSpec('4x8'), 23.63)
     """
 
     run_dir: Path

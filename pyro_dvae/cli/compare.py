@@ -45,7 +45,15 @@ def _seeds(text: str) -> tuple[int, ...]:
 
 
 def register(sub: Any) -> None:
-    """Add the ``compare`` sub-command to ``sub`` (an argparse subparsers object)."""
+    """Add the ``compare`` sub-command to ``sub`` (an argparse subparsers object).
+
+    Example:
+        >>> import argparse
+        >>> sub = argparse.ArgumentParser().add_subparsers()
+        >>> register(sub)
+        >>> "compare" in sub.choices
+        True
+    """
     from ..comparison import DEFAULT_ESTIMATORS, CompareConfig
     from ..infer import KL_CHOICES
 
@@ -173,7 +181,14 @@ def _out_dir(out: str | None, force: bool) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the comparison asked for by ``args``; returns the exit status."""
+    """Run the comparison asked for by ``args``; returns the exit status.
+
+    Example:
+        >>> from pyro_dvae.cli.main import build_parser
+        >>> args = build_parser().parse_args(["compare", "--estimators", "exact", "--steps", "5"])
+        >>> run(args)  # doctest: +SKIP
+        0
+    """
     import torch
 
     from ..comparison import format_markdown, parse_specs, run_comparison, summarize, write_results

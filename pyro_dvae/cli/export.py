@@ -22,7 +22,15 @@ def _positive_int(text: str) -> int:
 
 
 def register(sub: Any) -> None:
-    """Add the ``export`` sub-command to ``sub`` (an argparse subparsers object)."""
+    """Add the ``export`` sub-command to ``sub`` (an argparse subparsers object).
+
+    Example:
+        >>> import argparse
+        >>> sub = argparse.ArgumentParser().add_subparsers()
+        >>> register(sub)
+        >>> "export" in sub.choices
+        True
+    """
     p = sub.add_parser(
         "export",
         help="export a trained run to ArviZ data (netCDF)",
@@ -48,7 +56,14 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Export as asked by ``args``; returns the exit status."""
+    """Export as asked by ``args``; returns the exit status.
+
+    Example:
+        >>> from pyro_dvae.cli.main import build_parser
+        >>> args = build_parser().parse_args(["export", "runs/default", "--out", "post.nc"])
+        >>> run(args)  # doctest: +SKIP
+        0
+    """
     from ..analysis.runs import run_directory
 
     run_directory(args.run_dir)

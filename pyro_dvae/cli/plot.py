@@ -12,7 +12,15 @@ __all__ = ["register", "run"]
 
 
 def register(sub: Any) -> None:
-    """Add the ``plot`` sub-command to ``sub`` (an argparse subparsers object)."""
+    """Add the ``plot`` sub-command to ``sub`` (an argparse subparsers object).
+
+    Example:
+        >>> import argparse
+        >>> sub = argparse.ArgumentParser().add_subparsers()
+        >>> register(sub)
+        >>> "plot" in sub.choices
+        True
+    """
     p = sub.add_parser(
         "plot",
         help="write all figures of a trained run (PNG)",
@@ -30,7 +38,13 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Plot as asked by ``args``; returns the exit status."""
+    """Plot as asked by ``args``; returns the exit status.
+
+    Example:
+        >>> from pyro_dvae.cli.main import build_parser
+        >>> run(build_parser().parse_args(["plot", "runs/default"]))  # doctest: +SKIP
+        0
+    """
     from ..analysis.runs import CHECKPOINT_FILE, run_directory
     from ..plots import plot_comparison_dir, plot_run
 

@@ -18,7 +18,15 @@ __all__ = ["register", "run"]
 
 
 def register(sub: Any) -> None:
-    """Add the ``train`` sub-command to ``sub`` (an argparse subparsers object)."""
+    """Add the ``train`` sub-command to ``sub`` (an argparse subparsers object).
+
+    Example:
+        >>> import argparse
+        >>> sub = argparse.ArgumentParser().add_subparsers()
+        >>> register(sub)
+        >>> "train" in sub.choices
+        True
+    """
     from ..infer import KL_CHOICES
     from ..training import ESTIMATORS, ON_NAN, TrainConfig
 
@@ -224,7 +232,14 @@ def _launch(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Train as asked by ``args``; returns the exit status."""
+    """Train as asked by ``args``; returns the exit status.
+
+    Example:
+        >>> from pyro_dvae.cli.main import build_parser
+        >>> args = build_parser().parse_args(["train", "--latent", "2x3", "--epochs", "1"])
+        >>> run(args)  # doctest: +SKIP
+        0
+    """
     from ..training import TrainingInterrupted, train
 
     check_nproc(args.nproc)

@@ -23,6 +23,12 @@ class TrainingInterrupted(KeyboardInterrupt):
 
     ``signum`` is the signal, ``step`` the last finished step and ``checkpoint`` the file written
     (``None`` without an output directory).
+
+    Example:
+        >>> import signal
+        >>> e = TrainingInterrupted("interrupted", signal.SIGINT, step=7, checkpoint=None)
+        >>> isinstance(e, KeyboardInterrupt), e.step
+        (True, 7)
     """
 
     def __init__(self, message: str, signum: int, step: int, checkpoint: Path | None) -> None:
