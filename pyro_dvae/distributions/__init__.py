@@ -1,6 +1,12 @@
 """Relaxed, straight-through and Gumbel-Rao distributions for discrete latent variables."""
 
-from .broadcasting import BernoulliVector, OneHotCategorical, broadcast_dot
+from .broadcasting import (
+    Bernoulli,
+    BernoulliVector,
+    OneHotCategorical,
+    broadcast_dot,
+    collapse_expanded,
+)
 from .concrete import (
     ConcreteOneHotCategorical,
     StraightThroughOneHotCategorical,
@@ -17,6 +23,7 @@ from .gumbel_rao import (
 from .relaxed_bernoulli import ConcreteBernoulli, StraightThroughBernoulli
 
 __all__ = [
+    "Bernoulli",
     "BernoulliVector",
     "ConcreteBernoulli",
     "ConcreteOneHotCategorical",
@@ -27,6 +34,7 @@ __all__ = [
     "StraightThroughOneHotCategorical",
     "as_temperature",
     "broadcast_dot",
+    "collapse_expanded",
     "conditional_gumbel",
     "conditional_logistic",
     "gumbel_rao_straight_through",

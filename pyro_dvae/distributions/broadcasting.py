@@ -6,11 +6,18 @@ import string
 
 import torch
 import torch.nn.functional as F
+from pyro.distributions import Bernoulli as dist_Bernoulli
 from pyro.distributions import OneHotCategorical as dist_OneHotCategorical
 from pyro.distributions import TorchDistribution
 from torch.distributions import constraints
 
-__all__ = ["BernoulliVector", "OneHotCategorical", "broadcast_dot"]
+__all__ = [
+    "Bernoulli",
+    "BernoulliVector",
+    "OneHotCategorical",
+    "broadcast_dot",
+    "collapse_expanded",
+]
 
 
 def broadcast_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -124,6 +131,41 @@ class BernoulliVector(TorchDistribution):
         return F.binary_cross_entropy_with_logits(
             self.logits.expand_as(p), p, reduction="none"
         ).sum(-1)
+
+
+def collapse_expanded(t: torch.Tensor) -> torch.Tensor:
+    """A view of ``t`` with every expanded (stride-0) dim of size > 1 shrunk to size 1.
+
+    Example:
+        >>> collapse_expanded(torch.zeros(3).expand(100, 3)).shape
+        torch.Size([1, 3])
+    """
+    shape = [1 if stride == 0 else size for size, stride in zip(t.shape, t.stride())]
+    return t.as_strided(shape, t.stride())
+
+
+class Bernoulli(dist_Bernoulli):
+    """Pyro's ``Bernoulli`` with a ``log_prob`` that does not repeat work over expanded dims.
+
+    ``log_prob(v) = v * logits - softplus(logits)``, evaluated on the logits with their
+    expanded (stride-0) dims collapsed and then broadcast as a view. A prior inside a data plate
+    (logits ``[N]`` expanded to ``[B, N]``) scored at ``C`` enumerated values ``[C, 1, N]`` costs
+    ``C x N`` instead of ``C x B x N`` log-sigmoids. Same distribution, drop-in replacement.
+
+    Example:
+        >>> d = Bernoulli(logits=torch.zeros(3)).expand([100, 3])
+        >>> d.log_prob(torch.ones(5, 1, 3)).shape
+        torch.Size([5, 100, 3])
+    """
+
+    broadcasts_efficiently = True
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        if self._validate_args:
+            self._validate_sample(value)
+        logits = collapse_expanded(self.logits)
+        out = value * logits - F.softplus(logits)
+        return out.expand(torch.broadcast_shapes(out.shape, self.batch_shape))
 
 
 class OneHotCategorical(dist_OneHotCategorical):

@@ -9,7 +9,7 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
-from ..distributions import BernoulliVector, OneHotCategorical
+from ..distributions import Bernoulli, BernoulliVector, OneHotCategorical
 from ..errors import DVAEInputError
 from ..latent import LatentSpec
 
@@ -105,7 +105,7 @@ class DiscreteVAE(nn.Module):
     def _latent_dist(self, logits: torch.Tensor) -> dist.TorchDistribution:
         if self.latent.kind == "categorical":
             return OneHotCategorical(logits=logits).to_event(1)
-        return dist.Bernoulli(logits=logits).to_event(1)
+        return Bernoulli(logits=logits).to_event(1)
 
     def prior(self) -> dist.TorchDistribution:
         """p(z): ``OneHotCategorical(logits).to_event(1)`` over groups, or ``Bernoulli``."""
