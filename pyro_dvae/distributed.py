@@ -25,7 +25,6 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import pyro.poutine as poutine
 import torch
 import torch.distributed as dist
 from pyro.infer import ELBO
@@ -222,14 +221,12 @@ class DataParallelSVI(TorchOptimSVI):
             wrapped = DistributedDataParallel(wrapped, device_ids=ids)
         self.loss_module = wrapped
 
-    def compute_grads(self, *args, **kwargs) -> float:
+    def _loss_and_grads(self, *args, **kwargs) -> float:
         if not args or not torch.is_tensor(args[0]):
             raise DVAEInputError("DataParallelSVI needs the data batch as first argument")
         shard = (self.context.shard(args[0]),) + tuple(args[1:])
-        with poutine.trace(param_only=True) as param_capture:
-            loss = self.loss_module(*shard, **kwargs)
-            (loss * self.context.world_size).backward()
-        self._sync_params(param_capture.trace)
+        loss = self.loss_module(*shard, **kwargs)
+        (loss * self.context.world_size).backward()
         return self.context.all_reduce_sum(float(loss.detach()))
 
 

@@ -98,9 +98,13 @@ class TorchOptimSVI:
         the update, e.g. when a gradient is not finite).
         """
         with poutine.trace(param_only=True) as param_capture:
-            loss = self.loss.loss_and_grads(self.model, self.guide, *args, **kwargs)
+            loss = self._loss_and_grads(*args, **kwargs)
         self._sync_params(param_capture.trace)
         return float(loss)
+
+    def _loss_and_grads(self, *args, **kwargs) -> float:
+        """Loss and ``backward``; subclasses change how (e.g. data-parallel), not the rest."""
+        return self.loss.loss_and_grads(self.model, self.guide, *args, **kwargs)
 
     def parameters(self) -> dict[str, torch.Tensor]:
         """The optimized (unconstrained) tensors by param-store name."""
