@@ -11,6 +11,12 @@ from .enumeration import DEFAULT_MAX_CONFIGURATIONS, LatentEnumeration
 __all__ = ["ExactMarginalELBO"]
 
 
+def _kl_to_posterior(log_q: torch.Tensor, log_post: torch.Tensor) -> torch.Tensor:
+    """KL(q || p(z|x)) summed over data, from per-configuration log q and (detached) log p(z|x)
+    of one chunk of configurations (the chunks' terms add up to the exact KL)."""
+    return (log_q.exp() * (log_q - log_post)).sum()
+
+
 class ExactMarginalELBO(ELBO):
     """Objective log p(x) = log sum_z p(x, z), exact, with no guide sampling.
 
@@ -92,7 +98,7 @@ class ExactMarginalELBO(ELBO):
         if log_qs and all(q is not None for q in log_qs):
             log_q = torch.cat(log_qs)
             log_post = (log_joint - log_px).detach()
-            kl = (log_q.exp() * (log_q - log_post)).sum()
+            kl = _kl_to_posterior(log_q, log_post)
             objective = objective + (kl - kl.detach())
         return objective
 
@@ -107,7 +113,7 @@ class ExactMarginalELBO(ELBO):
             log_q = self._guide_log_prob(space, guide, values)
             if log_q is not None:
                 log_post = (log_joint - log_px).detach()
-                objective = objective + (log_q.exp() * (log_q - log_post)).sum()
+                objective = objective + _kl_to_posterior(log_q, log_post)
             if objective.requires_grad:
                 objective.backward()
             loss = -float(log_px.detach().sum())
@@ -120,7 +126,7 @@ class ExactMarginalELBO(ELBO):
                 log_q = self._guide_log_prob(space, guide, values)
                 if log_q is not None:
                     log_post = log_joint.detach() - log_px
-                    surrogate = surrogate + (log_q.exp() * (log_q - log_post)).sum()
+                    surrogate = surrogate + _kl_to_posterior(log_q, log_post)
                 if surrogate.requires_grad:
                     surrogate.backward()
             loss = -float(log_px.detach().sum())
