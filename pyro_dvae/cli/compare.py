@@ -4,7 +4,6 @@ compare them against the exact answer (results.md/.csv/.json and PNG plots)."""
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -12,7 +11,7 @@ from typing import Any
 from ..distributed import leave_process_group
 from ..errors import DVAEInputError
 from ._options import DEVICES, add_data_arguments, check_nproc, check_out_dir
-from .launch import launched_by_torchrun, relaunch_with_torchrun
+from .launch import launched_by_torchrun, relaunch_with_torchrun, torchrun_rank
 
 __all__ = ["register", "run"]
 
@@ -202,7 +201,7 @@ def run(args: argparse.Namespace) -> int:
     if args.threads < 1:
         raise DVAEInputError(f"--threads must be >= 1, got {args.threads}; e.g. --threads 1")
     check_nproc(args.nproc)
-    rank = int(os.environ.get("RANK", "0"))
+    rank = torchrun_rank()
     if rank == 0:
         out = _out_dir(args.out, args.force)
     if args.nproc > 1 and not launched_by_torchrun():

@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 
-__all__ = ["launched_by_torchrun", "relaunch_with_torchrun"]
+__all__ = ["launched_by_torchrun", "relaunch_with_torchrun", "torchrun_rank"]
 
 
 def launched_by_torchrun() -> bool:
@@ -18,6 +18,16 @@ def launched_by_torchrun() -> bool:
         True
     """
     return "WORLD_SIZE" in os.environ
+
+
+def torchrun_rank() -> int:
+    """This process's rank under torchrun (``RANK``), 0 otherwise: only rank 0 writes output.
+
+    Example:
+        >>> torchrun_rank() if not launched_by_torchrun() else 0
+        0
+    """
+    return int(os.environ.get("RANK", "0"))
 
 
 def relaunch_with_torchrun(args: argparse.Namespace, nproc: int, extra: list[str]) -> int:

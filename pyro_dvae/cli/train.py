@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
@@ -12,7 +11,7 @@ from typing import Any
 from ..distributed import leave_process_group
 from ..errors import DVAEInputError
 from ._options import DEVICES, add_data_arguments, check_nproc, check_out_dir, hidden_sizes
-from .launch import launched_by_torchrun, relaunch_with_torchrun
+from .launch import launched_by_torchrun, relaunch_with_torchrun, torchrun_rank
 
 __all__ = ["register", "run"]
 
@@ -245,7 +244,7 @@ def run(args: argparse.Namespace) -> int:
     check_nproc(args.nproc)
     if args.nproc > 1 and not launched_by_torchrun():
         return _launch(args)
-    rank = int(os.environ.get("RANK", "0"))
+    rank = torchrun_rank()
     if args.resume is not None:
         config, out, step = _resume(args)
     else:
