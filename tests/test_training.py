@@ -71,6 +71,8 @@ def test_default_config_is_valid():
         ({"seed": 2**32}, r"seed must be an integer in \[0, 4294967295\]"),
         ({"on_nan": "ignore"}, "unknown on-nan 'ignore'; choose 'stop' or 'skip'"),
         ({"max_nan_skips": 0}, "max nan skips must be an integer >= 1"),
+        ({"kl_warmup": -5}, r"kl warm-up must be an integer >= 0 \(steps\), got -5"),
+        ({"kl_warmup": 10, "estimator": "exact"}, "--kl-warmup works with the relaxed estimators"),
         ({"latent": "2000x1000"}, "2000000 units, over the limit of 1048576"),
         (
             {"latent": "10x100", "encoder_hidden": (100_000, 100_000)},
@@ -180,6 +182,22 @@ def test_exponential_schedule_anneals():
     assert tau[0] == 1.0 and tau[1] == 1.0 and tau[2] < 1.0
     assert all(a >= b for a, b in zip(tau, tau[1:]))
     assert min(tau) >= 0.7 and m["final_temperature"] == tau[-1]
+
+
+@pytest.mark.parametrize("estimator", ["gumbel-softmax", "st-gumbel", "gumbel-rao"])
+def test_kl_warmup_raises_the_kl_weight_linearly(estimator):
+    seen = []
+
+    def record(step, model, elbo):
+        seen.append(elbo.kl_weight)
+
+    cfg = tiny(max_steps=6, kl_warmup=4, estimator=estimator, kl="analytic")
+    m = train(cfg, progress=False, callback=record)
+    assert seen == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+    assert math.isfinite(m["test_nelbo"])  # evaluation is the plain ELBO (weight 1)
+    seen.clear()
+    train(tiny(max_steps=2), progress=False, callback=record)
+    assert seen == [1.0, 1.0]
 
 
 @pytest.mark.parametrize(

@@ -66,6 +66,14 @@ def register(sub: Any) -> None:
     g.add_argument("--anneal-rate", type=float, default=d.anneal_rate, help="tau decay rate")
     g.add_argument("--anneal-every", type=int, default=d.anneal_every, help="steps per update")
     g.add_argument("--tau-min", type=float, default=d.tau_min, help="lowest tau")
+    g.add_argument(
+        "--kl-warmup",
+        type=int,
+        default=d.kl_warmup,
+        metavar="STEPS",
+        help="raise the KL weight linearly from 0 to 1 over this many steps (relaxed estimators;"
+        " 0: the ELBO from the first step)",
+    )
     g = p.add_argument_group("optimization")
     g.add_argument("--epochs", type=int, default=d.epochs)
     g.add_argument("--max-steps", type=int, default=None, help="stop after this many steps")
@@ -138,6 +146,7 @@ def _config(args: argparse.Namespace):
         anneal_rate=args.anneal_rate,
         anneal_every=args.anneal_every,
         tau_min=args.tau_min,
+        kl_warmup=args.kl_warmup,
         epochs=args.epochs,
         max_steps=args.max_steps,
         batch_size=args.batch_size,

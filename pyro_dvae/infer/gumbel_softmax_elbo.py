@@ -42,7 +42,14 @@ class GumbelSoftmaxELBO(Trace_ELBO):
     are the relaxed ones (Jang et al. 2017, Sec. 2.2). Requires ``kl="analytic"``: a hard sample
     has zero density under the relaxed prior.
 
+    ``kl_weight`` multiplies the KL term (the latent sites' log p(z) - log q(z) for
+    ``kl="relaxed"``): 1 is the ELBO; raising it from 0 to 1 over the first steps is KL warm-up
+    (Sønderby et al. 2016, arXiv:1602.02282; Bowman et al. 2016, arXiv:1511.06349), which keeps
+    units of q(z|x) from collapsing onto the prior before the decoder uses them. The objective
+    is a bound only at ``kl_weight=1``.
+
     :param temperature: Concrete temperature, settable between steps (``elbo.temperature = t``).
+    :param kl_weight: weight of the KL term, settable between steps (``elbo.kl_weight = w``).
 
     Example:
         >>> import pyro, pyro.distributions as dist
@@ -64,6 +71,7 @@ class GumbelSoftmaxELBO(Trace_ELBO):
         temperature: float = 1.0,
         kl: str = "relaxed",
         straight_through: bool = False,
+        kl_weight: float = 1.0,
         **kwargs,
     ) -> None:
         if kl not in KL_CHOICES:
@@ -77,6 +85,7 @@ class GumbelSoftmaxELBO(Trace_ELBO):
         self.kl = kl
         self.straight_through = straight_through
         self.temperature = temperature
+        self.kl_weight = kl_weight
 
     @property
     def temperature(self) -> float:
@@ -89,37 +98,49 @@ class GumbelSoftmaxELBO(Trace_ELBO):
             raise DVAEInputError(f"temperature must be > 0, got {value}; pass e.g. 1.0 or 0.5")
         self._temperature = value
 
+    @property
+    def kl_weight(self) -> float:
+        return self._kl_weight
+
+    @kl_weight.setter
+    def kl_weight(self, value: float) -> None:
+        value = float(value)
+        if not math.isfinite(value) or value < 0:
+            raise DVAEInputError(f"kl_weight must be >= 0, got {value}; pass e.g. 1.0 (the ELBO)")
+        self._kl_weight = value
+
     def _get_trace(self, model, guide, args, kwargs):
         handler = relax(temperature=self.temperature, straight_through=self.straight_through)
         return super()._get_trace(handler(model), handler(guide), args, kwargs)
 
     def _differentiable_loss_particle(self, model_trace, guide_trace):
-        if self.kl == "relaxed":
+        if self.kl == "relaxed" and self.kl_weight == 1.0:
             return super()._differentiable_loss_particle(model_trace, guide_trace)
-        elbo = 0.0
+        reconstruction, kl = 0.0, 0.0
         for name, site in model_trace.nodes.items():
             if site["type"] != "sample":
                 continue
             if site["is_observed"]:
-                elbo = elbo + site["log_prob_sum"]
+                reconstruction = reconstruction + site["log_prob_sum"]
                 continue
             guide_site = guide_trace.nodes[name]
-            q = discrete_counterpart(guide_site["fn"])
-            p = discrete_counterpart(site["fn"])
-            if q is not None and p is not None:
-                kl = _scale_and_mask(kl_divergence(q, p), guide_site)
-                elbo = elbo - kl.sum()
-            elif guide_site["fn"].has_rsample:
-                elbo = elbo + site["log_prob_sum"] - guide_site["log_prob_sum"]
-            else:
+            if self.kl == "analytic":
+                q = discrete_counterpart(guide_site["fn"])
+                p = discrete_counterpart(site["fn"])
+                if q is not None and p is not None:
+                    kl = kl + _scale_and_mask(kl_divergence(q, p), guide_site).sum()
+                    continue
+            if not guide_site["fn"].has_rsample:
                 raise DVAEInputError(
                     f"latent site '{name}' is neither discrete nor reparameterizable; "
-                    "GumbelSoftmaxELBO(kl='analytic') handles discrete and reparameterized latents"
+                    "GumbelSoftmaxELBO handles discrete and reparameterized latents"
                 )
+            kl = kl + guide_site["log_prob_sum"] - site["log_prob_sum"]
+        elbo = reconstruction - self.kl_weight * kl
         return -torch_item(elbo), -elbo
 
     def loss(self, model, guide, *args, **kwargs) -> float:
-        if self.kl == "relaxed":
+        if self.kl == "relaxed" and self.kl_weight == 1.0:
             return super().loss(model, guide, *args, **kwargs)
         loss = 0.0
         with torch.no_grad():

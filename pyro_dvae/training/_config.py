@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from ..errors import DVAEInputError, LatentSpaceTooLargeError
-from ..infer import ESTIMATORS, EXACT_ESTIMATORS
+from ..infer import ESTIMATORS, EXACT_ESTIMATORS, RELAXED_ESTIMATORS
 from ..latent import LatentSpec
 from ..utils.device import resolve_device
 from ._limits import MAX_LATENT_UNITS, _big, _check_model_size, _enumeration_cost, _too_many
@@ -53,6 +53,7 @@ class TrainConfig:
     anneal_rate: float = 3e-5
     anneal_every: int = 1000
     tau_min: float = 0.5
+    kl_warmup: int = 0
     epochs: int = 100
     max_steps: int | None = None
     batch_size: int = 100
@@ -125,6 +126,20 @@ class TrainConfig:
             ("max configurations", self.max_configurations, "max_configurations=2**20"),
         ):
             _positive_int(name, value, flag)
+        if (
+            not isinstance(self.kl_warmup, int)
+            or isinstance(self.kl_warmup, bool)
+            or (self.kl_warmup < 0)
+        ):
+            raise DVAEInputError(
+                f"kl warm-up must be an integer >= 0 (steps), got {self.kl_warmup!r}; "
+                "pass e.g. --kl-warmup 10000 or 0 for none"
+            )
+        if self.kl_warmup and self.estimator not in RELAXED_ESTIMATORS:
+            raise DVAEInputError(
+                f"--kl-warmup works with the relaxed estimators ({', '.join(RELAXED_ESTIMATORS)})"
+                f", not --estimator {self.estimator}; drop --kl-warmup or change the estimator"
+            )
         if self.max_steps is not None:
             _positive_int("max steps", self.max_steps, "--max-steps 100")
         if not isinstance(self.seed, int) or not 0 <= self.seed <= _MAX_SEED:

@@ -195,6 +195,8 @@ def train(
                     if relaxed:
                         st.tau = float(schedule(st.step))
                         elbo.temperature = st.tau
+                        if config.kl_warmup:
+                            elbo.kl_weight = min(1.0, (st.step + 1) / config.kl_warmup)
                     loss = _guarded_step(svi, xb, st, config, ckpt_path) / xb.shape[0]
                     st.pos += xb.shape[0]
                     st.step += 1

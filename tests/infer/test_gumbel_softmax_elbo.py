@@ -174,17 +174,21 @@ def test_relaxed_kl_bernoulli_loss_equals_hand_computation():
     assert loss == pytest.approx(float(expected), rel=1e-8)
 
 
+@pytest.mark.parametrize("kl_weight", [1.0, 0.25])
 @pytest.mark.parametrize(
     "kl, straight_through", [("relaxed", False), ("analytic", False), ("analytic", True)]
 )
-def test_gradients_equal_autograd_of_hand_computation(kl, straight_through):
+def test_gradients_equal_autograd_of_hand_computation(kl, straight_through, kl_weight):
     """Gradients w.r.t. model and guide parameters equal autograd of the hand-written objective,
     with the relaxed sample rebuilt as a differentiable function of the guide logits from the
-    same Gumbel noise: y(q) = softmax((log_softmax(q) + G) / tau)."""
+    same Gumbel noise: y(q) = softmax((log_softmax(q) + G) / tau). With ``kl_weight`` w the
+    objective is log p(x | y) - w * KL-term."""
     tau = 0.6
     p = params(seed=4)
     set_params(p)
-    elbo = GumbelSoftmaxELBO(tau, kl=kl, straight_through=straight_through, max_plate_nesting=1)
+    elbo = GumbelSoftmaxELBO(
+        tau, kl=kl, straight_through=straight_through, kl_weight=kl_weight, max_plate_nesting=1
+    )
     pyro.set_rng_seed(31)
     loss = elbo.loss_and_grads(model, guide, p["x"])
     store = pyro.get_param_store()
@@ -200,15 +204,13 @@ def test_gradients_equal_autograd_of_hand_computation(kl, straight_through):
         y = z + y - y.detach()  # forward hard, backward soft
     ll = normal_loglik(p["x"], y, leaves["w"]).sum()
     if kl == "relaxed":
-        objective = (
-            ll
-            + (
-                concrete_log_density(leaves["prior"], tau, y)
-                - concrete_log_density(leaves["q"], tau, y)
-            ).sum()
-        )
+        kl_term = (
+            concrete_log_density(leaves["q"], tau, y)
+            - concrete_log_density(leaves["prior"], tau, y)
+        ).sum()
     else:
-        objective = ll - categorical_kl(leaves["q"], leaves["prior"].expand(B, N, K))
+        kl_term = categorical_kl(leaves["q"], leaves["prior"].expand(B, N, K))
+    objective = ll - kl_weight * kl_term
     (-objective).backward()
     assert loss == pytest.approx(-float(objective.detach()), rel=1e-9)
     for name in ("prior", "w", "q"):
@@ -254,6 +256,38 @@ def test_invalid_arguments_raise():
         elbo.temperature = 0.0
     elbo.temperature = 0.25
     assert elbo.temperature == 0.25
+
+
+@pytest.mark.parametrize("kl", ["relaxed", "analytic"])
+def test_kl_weight_scales_only_the_kl_term(kl):
+    """loss = -(log p(x | y) - w * KL-term) from the very same draw, for w in {0, 0.3, 1}."""
+    tau = 0.7
+    p = params()
+    set_params(p)
+    y = guide_sample(p["x"], 14, tau)
+    ll = normal_loglik(p["x"], y, p["w"]).sum()
+    if kl == "relaxed":
+        kl_term = (
+            concrete_log_density(p["q"], tau, y) - concrete_log_density(p["prior"], tau, y)
+        ).sum()
+    else:
+        kl_term = categorical_kl(p["q"], p["prior"].expand(B, N, K))
+    assert abs(float(kl_term)) > 0.5  # the weight makes a visible difference
+    for weight in (0.0, 0.3, 1.0):
+        elbo = GumbelSoftmaxELBO(tau, kl=kl, kl_weight=weight, max_plate_nesting=1)
+        pyro.set_rng_seed(14)
+        loss = elbo.loss(model, guide, p["x"])
+        assert loss == pytest.approx(-float(ll - weight * kl_term), rel=1e-9)
+
+
+def test_kl_weight_is_validated():
+    for bad in (-0.1, float("nan"), float("inf")):
+        with pytest.raises(DVAEInputError, match="kl_weight must be >= 0"):
+            GumbelSoftmaxELBO(1.0, kl_weight=bad)
+    elbo = GumbelSoftmaxELBO(1.0)
+    assert elbo.kl_weight == 1.0
+    with pytest.raises(DVAEInputError, match="kl_weight"):
+        elbo.kl_weight = -1.0
 
 
 def test_temperature_setter_is_used_by_the_next_draw():
