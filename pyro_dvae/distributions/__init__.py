@@ -3,6 +3,7 @@
 from .broadcasting import (
     Bernoulli,
     BernoulliVector,
+    BroadcastingIndependent,
     OneHotCategorical,
     broadcast_dot,
     collapse_expanded,
@@ -25,6 +26,7 @@ from .relaxed_bernoulli import ConcreteBernoulli, StraightThroughBernoulli
 __all__ = [
     "Bernoulli",
     "BernoulliVector",
+    "BroadcastingIndependent",
     "ConcreteBernoulli",
     "ConcreteOneHotCategorical",
     "GumbelRaoBernoulli",

@@ -9,6 +9,7 @@ import torch
 from pyro_dvae.distributions import (
     Bernoulli,
     BernoulliVector,
+    BroadcastingIndependent,
     OneHotCategorical,
     broadcast_dot,
     collapse_expanded,
@@ -68,3 +69,42 @@ def test_one_hot_categorical_equals_pyro():
     values = torch.eye(5)[torch.randint(5, (6, 1, 2), generator=g)]
     ref = dist.OneHotCategorical(logits=logits).log_prob(values)
     torch.testing.assert_close(OneHotCategorical(logits=logits).log_prob(values), ref)
+
+
+@pytest.mark.parametrize(
+    "logits_shape, expand, event_dims",
+    [
+        ((4,), [6, 4], 1),  # a prior inside a data plate
+        ((1,), [6, 4], 1),  # the event dim itself expanded: each copy still counts
+        ((1,), [6, 4], 2),
+        ((3, 4), [2, 3, 4], 1),  # nothing to collapse in the event dims
+    ],
+)
+def test_to_event_sums_before_broadcasting_and_equals_pyro(logits_shape, expand, event_dims):
+    g = torch.Generator().manual_seed(4)
+    logits = torch.randn(logits_shape, generator=g)
+    ours = Bernoulli(logits=logits).expand(expand).to_event(event_dims)
+    ref = dist.Bernoulli(logits=logits).expand(expand).to_event(event_dims)
+    assert isinstance(ours, BroadcastingIndependent)
+    value_shape = (5,) + (1,) * (len(expand) - 1) + (expand[-1],)
+    value = torch.bernoulli(torch.full(value_shape, 0.5), generator=g)
+    got = ours.log_prob(value)
+    torch.testing.assert_close(got, ref.log_prob(value), rtol=1e-6, atol=1e-5)
+    assert got.shape == ref.log_prob(value).shape
+    bigger = ours.expand([7] + list(ours.batch_shape))
+    assert isinstance(bigger, BroadcastingIndependent)
+    value = value.unsqueeze(1)  # [5, 1, 1, D] against batch [7, ...]
+    torch.testing.assert_close(
+        bigger.log_prob(value), ref.expand([7] + list(ref.batch_shape)).log_prob(value)
+    )
+
+
+def test_one_hot_categorical_to_event_equals_pyro():
+    g = torch.Generator().manual_seed(5)
+    logits = torch.randn(3, 5, generator=g)
+    values = torch.eye(5)[torch.randint(5, (6, 1, 3), generator=g)]
+    ours = OneHotCategorical(logits=logits).expand([4, 3]).to_event(1)
+    ref = dist.OneHotCategorical(logits=logits).expand([4, 3]).to_event(1)
+    assert isinstance(ours, BroadcastingIndependent)
+    torch.testing.assert_close(ours.log_prob(values), ref.log_prob(values))
+    assert OneHotCategorical(logits=logits).to_event(0) is not None
