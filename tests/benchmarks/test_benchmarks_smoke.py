@@ -56,13 +56,14 @@ def test_bench_exact_agrees_with_pyro(bench_exact_output, latent):
 
 
 def test_mnist_paper_smoke_writes_its_table(tmp_path):
-    text = _run("mnist_paper.py", "--out", str(tmp_path))
+    text = _run("mnist_paper.py", "--out", str(tmp_path), "--set", "kl_warmup=5")
     rows = [
         line
         for line in text.splitlines()
         if line.startswith("| cat-") or line.startswith("| bern-")
     ]
     assert len(rows) == 2, text
+    assert all("[kl_warmup=5]" in row.split("|")[1] for row in rows), text  # says how it ran
     assert (tmp_path / "results.md").read_text().strip() == text.strip()
 
 
