@@ -71,6 +71,9 @@ def test_default_config_is_valid():
         ({"seed": 2**32}, r"seed must be an integer in \[0, 4294967295\]"),
         ({"on_nan": "ignore"}, "unknown on-nan 'ignore'; choose 'stop' or 'skip'"),
         ({"max_nan_skips": 0}, "max nan skips must be an integer >= 1"),
+        ({"lr_schedule": "step"}, "unknown lr schedule 'step'; choose 'constant' or 'cosine'"),
+        ({"weight_decay": -0.1}, "weight decay must be >= 0, got -0.1"),
+        ({"weight_decay": math.inf}, "weight decay must be >= 0"),
         ({"kl_warmup": -5}, r"kl warm-up must be an integer >= 0 \(steps\), got -5"),
         ({"kl_warmup": 10, "estimator": "exact"}, "--kl-warmup works with the relaxed estimators"),
         ({"latent": "2000x1000"}, "2000000 units, over the limit of 1048576"),
@@ -182,6 +185,41 @@ def test_exponential_schedule_anneals():
     assert tau[0] == 1.0 and tau[1] == 1.0 and tau[2] < 1.0
     assert all(a >= b for a, b in zip(tau, tau[1:]))
     assert min(tau) >= 0.7 and m["final_temperature"] == tau[-1]
+
+
+def test_cosine_lr_schedule_reaches_zero(monkeypatch):
+    import pyro_dvae.training._loop as loop
+
+    built, seen = {}, []
+
+    def spy(*args, **kwargs):
+        built["svi"] = parts = _build(*args, **kwargs)
+        return parts
+
+    _build = loop._build
+    monkeypatch.setattr(loop, "_build", spy)
+
+    def record(step, model, elbo):
+        seen.append(built["svi"][3].optimizer.param_groups[0]["lr"])
+
+    train(tiny(max_steps=4, lr=1e-2, lr_schedule="cosine"), progress=False, callback=record)
+    # after step s the optimizer holds the rate of step s: 0.5 * lr * (1 + cos(pi s / 4))
+    expected = [0.5e-2 * (1 + math.cos(math.pi * s / 4)) for s in range(1, 5)]
+    assert seen == pytest.approx(expected, abs=1e-12) and seen[-1] == 0.0
+
+
+def test_weight_decay_shrinks_the_weights():
+    def norm(cfg):
+        seen = {}
+
+        def grab(step, model, elbo):
+            seen["norm"] = float(torch.cat([p.detach().flatten() for p in model.parameters()]).norm())
+
+        train(cfg, progress=False, callback=grab)
+        return seen["norm"]
+
+    plain, decayed = norm(tiny(lr=1e-2)), norm(tiny(lr=1e-2, weight_decay=5.0))
+    assert decayed < 0.9 * plain
 
 
 @pytest.mark.parametrize("estimator", ["gumbel-softmax", "st-gumbel", "gumbel-rao"])
@@ -410,8 +448,9 @@ def _strip(m: dict) -> dict:
         {"schedule": "exponential", "anneal_rate": 0.1, "anneal_every": 2},  # tau changes
         {"estimator": "score-function-baseline"},  # Pyro's decaying averages in the param store
         {"estimator": "nvil"},  # the neural baseline's own weights and Adam state
+        {"lr_schedule": "cosine", "weight_decay": 0.1},  # AdamW, a rate that changes per step
     ],
-    ids=["gumbel-softmax-annealed", "score-function-baseline", "nvil"],
+    ids=["gumbel-softmax-annealed", "score-function-baseline", "nvil", "cosine-lr-adamw"],
 )
 def test_resume_mid_epoch_is_bitwise_identical(tmp_path, kwargs):
     cfg = tiny(epochs=2, max_steps=None, batch_size=300, prior="learned", **kwargs)  # 5 / epoch

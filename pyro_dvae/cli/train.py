@@ -79,6 +79,18 @@ def register(sub: Any) -> None:
     g.add_argument("--max-steps", type=int, default=None, help="stop after this many steps")
     g.add_argument("--batch-size", type=int, default=d.batch_size)
     g.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate")
+    g.add_argument(
+        "--lr-schedule",
+        choices=("constant", "cosine"),
+        default=d.lr_schedule,
+        help="cosine: decay the learning rate from --lr to 0 over the run",
+    )
+    g.add_argument(
+        "--weight-decay",
+        type=float,
+        default=d.weight_decay,
+        help="decoupled weight decay (AdamW) when > 0",
+    )
     g.add_argument("--seed", type=int, default=d.seed)
     g.add_argument("--device", choices=DEVICES, default=d.device)
     g.add_argument(
@@ -151,6 +163,8 @@ def _config(args: argparse.Namespace):
         max_steps=args.max_steps,
         batch_size=args.batch_size,
         lr=args.lr,
+        lr_schedule=args.lr_schedule,
+        weight_decay=args.weight_decay,
         seed=args.seed,
         device=args.device,
         encoder_hidden=args.encoder_hidden,

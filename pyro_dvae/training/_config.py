@@ -18,11 +18,13 @@ from ..latent import LatentSpec
 from ..utils.device import resolve_device
 from ._limits import MAX_LATENT_UNITS, _big, _check_model_size, _enumeration_cost, _too_many
 
-__all__ = ["DATASETS", "ON_NAN", "TrainConfig"]
+__all__ = ["DATASETS", "LR_SCHEDULES", "ON_NAN", "TrainConfig"]
 
 DATASETS = ("digits", "mnist", "synthetic")
 #: what to do when a step's loss or gradient is NaN/inf: stop, or skip the update (bounded)
 ON_NAN = ("stop", "skip")
+#: learning rate over the run: constant, or cosine decay from ``lr`` to 0 at the last step
+LR_SCHEDULES = ("constant", "cosine")
 _DATA_DIMS = {"digits": 64, "synthetic": 16, "mnist": 784}  # features of the named datasets
 _MAX_SEED = 2**32 - 1  # numpy's seed range
 
@@ -58,6 +60,8 @@ class TrainConfig:
     max_steps: int | None = None
     batch_size: int = 100
     lr: float = 1e-3
+    lr_schedule: str = "constant"
+    weight_decay: float = 0.0
     seed: int = 0
     device: str = "cpu"
     encoder_hidden: tuple[int, ...] = (256, 128)
@@ -108,6 +112,18 @@ class TrainConfig:
         _positive("temperature", self.temperature, "--temperature 1.0")
         _positive("tau-min", self.tau_min, "--tau-min 0.5")
         _positive("learning rate", self.lr, "--lr 1e-3")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise DVAEInputError(
+                f"unknown lr schedule {self.lr_schedule!r}; choose 'constant' or 'cosine'"
+            )
+        if not (
+            isinstance(self.weight_decay, int | float)
+            and math.isfinite(self.weight_decay)
+            and self.weight_decay >= 0
+        ):
+            raise DVAEInputError(
+                f"weight decay must be >= 0, got {self.weight_decay}; pass e.g. --weight-decay 0.01"
+            )
         if self.schedule not in ("constant", "exponential"):
             raise DVAEInputError(
                 f"unknown schedule {self.schedule!r}; choose 'constant' or 'exponential'"

@@ -41,7 +41,7 @@ from ._config import TrainConfig, _positive_int
 from ._evaluation import _eval_elbo, _evaluate, _write_plots
 from ._guards import _guarded_step
 from ._limits import _check_model_size, _too_many
-from ._setup import _build, _load_data
+from ._setup import _build, _learning_rate, _load_data
 from ._signals import _interrupted, _StopSignals
 from ._state import _LoopState
 
@@ -200,6 +200,10 @@ def train(
                     loss = _guarded_step(svi, xb, st, config, ckpt_path) / xb.shape[0]
                     st.pos += xb.shape[0]
                     st.step += 1
+                    if config.lr_schedule != "constant" and svi.optimizer is not None:
+                        lr = _learning_rate(config, st.step, total_steps)
+                        for group in svi.optimizer.param_groups:  # for the next step
+                            group["lr"] = lr
                     st.history["loss"].append(loss if math.isfinite(loss) else None)
                     st.history["tau"].append(st.tau)
                     bar.update(1)

@@ -7,6 +7,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import pyro
@@ -42,6 +43,20 @@ def _load_data(config: TrainConfig, dataset: Any | None) -> Any:
     return data
 
 
+def _learning_rate(config: TrainConfig, step: int, total_steps: int) -> float:
+    """The learning rate of step ``step`` (0-based) of ``total_steps``.
+
+    Example:
+        >>> cfg = TrainConfig(lr=1e-3, lr_schedule="cosine")
+        >>> _learning_rate(cfg, 0, 100), _learning_rate(cfg, 50, 100), _learning_rate(cfg, 100, 100)
+        (0.001, 0.0005, 0.0)
+    """
+    if config.lr_schedule == "constant":
+        return config.lr
+    progress = min(1.0, step / max(1, total_steps))
+    return round(0.5 * config.lr * (1.0 + math.cos(math.pi * progress)), 15)
+
+
 def _build(
     config: TrainConfig, spec: LatentSpec, data: Any, device: torch.device, ctx: Any
 ) -> tuple[Any, Any, Any, Any]:
@@ -74,7 +89,12 @@ def _build(
 
         elbo.baseline_net = NeuralBaseline(data.data_dim, elbo.baseline_hidden).to(device)
     schedule = _make_schedule(config)
-    adam = lambda params: torch.optim.Adam(params, lr=config.lr)  # noqa: E731
+    if config.weight_decay > 0:  # decoupled weight decay (Loshchilov & Hutter, arXiv:1711.05101)
+        adam = lambda params: torch.optim.AdamW(  # noqa: E731
+            params, lr=config.lr, weight_decay=config.weight_decay
+        )
+    else:
+        adam = lambda params: torch.optim.Adam(params, lr=config.lr)  # noqa: E731
     if ctx.is_distributed:
         nets = [model] + ([elbo.baseline_net] if getattr(elbo, "baseline_net", None) else [])
         svi = DataParallelSVI(torch.nn.ModuleList(nets), model.model, model.guide, adam, elbo, ctx)
