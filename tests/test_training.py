@@ -213,7 +213,8 @@ def test_weight_decay_shrinks_the_weights():
         seen = {}
 
         def grab(step, model, elbo):
-            seen["norm"] = float(torch.cat([p.detach().flatten() for p in model.parameters()]).norm())
+            weights = [p.detach().flatten() for p in model.parameters()]
+            seen["norm"] = float(torch.cat(weights).norm())
 
         train(cfg, progress=False, callback=grab)
         return seen["norm"]
