@@ -29,7 +29,7 @@ def mlp(in_dim: int, hidden: Sequence[int], out_dim: int) -> nn.Sequential:
     layers: list[nn.Module] = []
     width = in_dim
     for h in hidden:
-        layers += [nn.Linear(width, int(h)), nn.ReLU()]
+        layers += [nn.Linear(width, int(h)), nn.ReLU(inplace=True)]
         width = int(h)
     layers.append(nn.Linear(width, out_dim))
     return nn.Sequential(*layers)
