@@ -27,7 +27,7 @@ def register(sub: Any) -> None:
         True
     """
     from ..infer import KL_CHOICES
-    from ..training import ESTIMATORS, ON_NAN, TrainConfig
+    from ..training import ESTIMATORS, LR_SCHEDULES, ON_NAN, TrainConfig
 
     d = TrainConfig()
     p = sub.add_parser(
@@ -81,7 +81,7 @@ def register(sub: Any) -> None:
     g.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate")
     g.add_argument(
         "--lr-schedule",
-        choices=("constant", "cosine"),
+        choices=LR_SCHEDULES,
         default=d.lr_schedule,
         help="cosine: decay the learning rate from --lr to 0 over the run",
     )

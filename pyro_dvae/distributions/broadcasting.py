@@ -135,14 +135,23 @@ class BernoulliVector(TorchDistribution):
         ).sum(-1)
 
 
-def collapse_expanded(t: torch.Tensor) -> torch.Tensor:
+def collapse_expanded(t: torch.Tensor, keep_rightmost: int = 0) -> torch.Tensor:
     """A view of ``t`` with every expanded (stride-0) dim of size > 1 shrunk to size 1.
+
+    The ``keep_rightmost`` rightmost dims are left as they are (e.g. event dims that will be
+    summed over, where every repeat counts).
 
     Example:
         >>> collapse_expanded(torch.zeros(3).expand(100, 3)).shape
         torch.Size([1, 3])
+        >>> collapse_expanded(torch.zeros(1, 1).expand(100, 3), keep_rightmost=1).shape
+        torch.Size([1, 3])
     """
-    shape = [1 if stride == 0 else size for size, stride in zip(t.shape, t.stride())]
+    last = t.dim() - keep_rightmost
+    shape = [
+        1 if stride == 0 and i < last else size
+        for i, (size, stride) in enumerate(zip(t.shape, t.stride()))
+    ]
     return t.as_strided(shape, t.stride())
 
 
@@ -163,13 +172,8 @@ class BroadcastingIndependent(Independent):
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         n = self.reinterpreted_batch_ndims
-        lp = self.base_dist.log_prob(value)
-        batch_dims = lp.dim() - n  # collapse only the batch dims: event dims are summed over
-        shape = [
-            1 if i < batch_dims and stride == 0 else size
-            for i, (size, stride) in enumerate(zip(lp.shape, lp.stride()))
-        ]
-        out = sum_rightmost(lp.as_strided(shape, lp.stride()), n)
+        lp = collapse_expanded(self.base_dist.log_prob(value), keep_rightmost=n)
+        out = sum_rightmost(lp, n)  # event dims keep their repeats: each one counts
         return out.expand(torch.broadcast_shapes(out.shape, self.batch_shape))
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 from ..infer import ESTIMATORS, RELAXED_ESTIMATORS
 from ._checkpointing import CHECKPOINT_NAME, load_run
 from ._checkpointing import RUN_OUTPUTS as RUN_OUTPUTS
-from ._config import DATASETS, ON_NAN, TrainConfig
+from ._config import DATASETS, LR_SCHEDULES, ON_NAN, TrainConfig
 from ._limits import MAX_LATENT_UNITS as MAX_LATENT_UNITS
 from ._limits import MAX_PARAMETERS as MAX_PARAMETERS
 from ._loop import train
@@ -26,6 +26,7 @@ __all__ = [
     "CHECKPOINT_NAME",
     "DATASETS",
     "ESTIMATORS",
+    "LR_SCHEDULES",
     "ON_NAN",
     "RELAXED_ESTIMATORS",
     "TrainConfig",

@@ -54,7 +54,7 @@ def _learning_rate(config: TrainConfig, step: int, total_steps: int) -> float:
     if config.lr_schedule == "constant":
         return config.lr
     progress = min(1.0, step / max(1, total_steps))
-    return round(0.5 * config.lr * (1.0 + math.cos(math.pi * progress)), 15)
+    return 0.5 * config.lr * (1.0 + math.cos(math.pi * progress))
 
 
 def _build(
