@@ -20,7 +20,8 @@ class EnumeratedELBO(ELBO):
     and the gradient is accumulated chunk by chunk, so peak memory is set by the chunk size, not
     by K^N. This is the objective Pyro's ``TraceEnum_ELBO`` computes for a fully enumerated guide
     (Pyro enumerates in parallel and needs one site per enumerated variable; here one site of N
-    groups of K classes is enough).
+    groups of K classes is enough). A ``pyro.factor`` in the guide (inside the data plate) counts
+    as part of log q, as in Pyro's ``Trace_ELBO``; a classification bonus belongs in the model.
 
     Reference: Obermeyer et al., Tensor Variable Elimination for Plated Factor Graphs, ICML 2019,
     arXiv:1902.03210 (exact enumeration in Pyro).
@@ -50,22 +51,24 @@ class EnumeratedELBO(ELBO):
         self.max_configurations = max_configurations
         self.chunk_size = chunk_size
 
-    def _log_guide(self, space: LatentEnumeration, guide, values) -> torch.Tensor:
-        log_q = space.log_guide(guide, values)
+    def _chunk_terms(self, space: LatentEnumeration, guide, values) -> torch.Tensor:
+        """q(z|x) [log p(x, z) - log q(z|x) - guide factors], ``[C, num_data]``."""
+        log_q, log_factors = space.log_guide_terms(guide, values)
         if log_q is None:
             raise DVAEInputError(
                 f"{type(self).__name__} sums E_q over the guide's latent sites, but the guide "
                 "samples none of the model's latents; declare q(z|x) in the guide or use "
                 "ExactMarginalELBO"
             )
-        return log_q
+        cost = space.log_joint(values) - log_q
+        if log_factors is not None:  # pyro.factor in the guide counts as log q, as in Trace_ELBO
+            cost = cost - log_factors
+        return log_q.exp() * cost
 
     def _chunk_elbos(self, model, guide, args, kwargs):
         space = LatentEnumeration(model, args, kwargs, self.max_configurations)
         for values in space.chunks(self.chunk_size):
-            log_p = space.log_joint(values)
-            log_q = self._log_guide(space, guide, values)
-            yield (log_q.exp() * (log_p - log_q)).sum()
+            yield self._chunk_terms(space, guide, values).sum()
 
     def per_datum(self, model, guide, *args, **kwargs) -> torch.Tensor:
         """The exact ELBO of each datum, ``[num_data]`` (no gradient)."""
@@ -73,9 +76,7 @@ class EnumeratedELBO(ELBO):
         total = 0.0
         with torch.no_grad():
             for values in space.chunks(self.chunk_size):
-                log_p = space.log_joint(values)
-                log_q = self._log_guide(space, guide, values)
-                total = total + (log_q.exp() * (log_p - log_q)).sum(0)
+                total = total + self._chunk_terms(space, guide, values).sum(0)
         return total
 
     def _get_trace(self, model, guide, args, kwargs):

@@ -187,13 +187,36 @@ class LatentEnumeration:
 
         ``None`` if the guide samples none of the latent sites (e.g. an empty guide).
         """
+        return self.log_guide_terms(guide, values)[0]
+
+    def log_guide_terms(
+        self, guide: Callable, values: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """``(log q(z | x), guide factors)`` per configuration and datum, each ``[C, num_data]``.
+
+        The first sums the guide's sites of the enumerated latents; the second its other observed
+        sites (``pyro.factor`` statements, which Pyro's ELBOs count as part of log q). Either is
+        ``None`` where the guide has no such site.
+        """
         trace = poutine.trace(poutine.condition(guide, data=values)).get_trace(
             *self.args, **self.kwargs
         )
-        if not any(site["is_observed"] for site in sample_sites(trace)):
-            return None
+        observed = {site["name"] for site in sample_sites(trace) if site["is_observed"]}
+        latents = observed.intersection(values)
+        factors = observed.difference(values)
+        for name in factors:
+            dims = {f.dim for f in trace.nodes[name]["cond_indep_stack"] if f.vectorized}
+            if not dims.issuperset(self.plates.dims):
+                raise DVAEInputError(
+                    f"guide site '{name}' (a pyro.factor?) lies outside the data plate; exact "
+                    "objectives count guide factors per datum: put it inside the data plate"
+                )
+        if not observed:
+            return None, None
         trace.compute_log_prob()
-        return per_datum_log_prob(trace, self.plates, lead=1, observed=True)
+        log_q = per_datum_log_prob(trace, self.plates, 1, names=latents) if latents else None
+        log_f = per_datum_log_prob(trace, self.plates, 1, names=factors) if factors else None
+        return log_q, log_f
 
 
 def exact_log_likelihood(

@@ -136,7 +136,13 @@ class GumbelSoftmaxELBO(Trace_ELBO):
                     "GumbelSoftmaxELBO handles discrete and reparameterized latents"
                 )
             kl = kl + guide_site["log_prob_sum"] - site["log_prob_sum"]
-        elbo = reconstruction - self.kl_weight * kl
+        # observed guide sites (``pyro.factor`` in the guide) count as in Trace_ELBO: as log q
+        guide_factors = sum(
+            site["log_prob_sum"]
+            for site in guide_trace.nodes.values()
+            if site["type"] == "sample" and site["is_observed"]
+        )
+        elbo = reconstruction - self.kl_weight * kl - guide_factors
         return -torch_item(elbo), -elbo
 
     def loss(self, model, guide, *args, **kwargs) -> float:

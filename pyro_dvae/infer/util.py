@@ -8,6 +8,8 @@ data plates, flattened to ``[num_data]``.
 
 from __future__ import annotations
 
+from collections.abc import Container
+
 import torch
 from pyro.poutine import Trace
 from pyro.poutine.util import site_is_subsample
@@ -124,9 +126,15 @@ def find_data_plates(trace: Trace) -> DataPlates:
 
 
 def per_datum_log_prob(
-    trace: Trace, plates: DataPlates, lead: int, *, observed: bool | None = None
+    trace: Trace,
+    plates: DataPlates,
+    lead: int,
+    *,
+    observed: bool | None = None,
+    names: Container[str] | None = None,
 ) -> torch.Tensor:
-    """Sum of the per-datum log-densities of a trace's sample sites (optionally only (un)observed).
+    """Sum of the per-datum log-densities of a trace's sample sites (optionally only (un)observed,
+    or only those in ``names``).
 
     The trace must have had ``compute_log_prob`` called. Returns ``[*lead_sizes, num_data]``.
 
@@ -144,6 +152,8 @@ def per_datum_log_prob(
     total = None
     for site in sample_sites(trace):
         if observed is not None and site["is_observed"] != observed:
+            continue
+        if names is not None and site["name"] not in names:
             continue
         lp = plates.reduce(site["log_prob"], lead)
         total = lp if total is None else total + lp

@@ -21,6 +21,7 @@ from _models import (
     two_site_model,
 )
 
+from pyro_dvae.errors import DVAEInputError
 from pyro_dvae.infer import EnumeratedELBO
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: single-threaded
@@ -91,6 +92,41 @@ def test_chunking_does_not_change_value_or_gradient():
     assert l0 == pytest.approx(l1, rel=1e-12)
     for name in g0:
         torch.testing.assert_close(g0[name], g1[name], rtol=1e-10, atol=1e-12)
+
+
+def test_guide_factor_counts_as_log_q_like_trace_elbo():
+    """``pyro.factor("f", f(z))`` in the guide: ELBO = E_q[log p - log q - f], as in Pyro's
+    Trace_ELBO, with f depending on the enumerated z (brute force over itertools.product)."""
+    import itertools
+
+    p = setup_params(seed=2)
+    v = torch.tensor([0.4, -1.1, 0.7, 0.2, 1.3, -0.6], dtype=F64)  # f(z) = flatten(z) . v
+
+    def guide_factor_only(x):
+        q = pyro.param("q")
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.OneHotCategorical(logits=q).to_event(1))
+            pyro.factor("f", z.flatten(-2) @ v, has_rsample=False)
+
+    f = torch.stack(
+        [sum(v[g * K + idx[g]] for g in range(N)) for idx in itertools.product(range(K), repeat=N)]
+    )
+    log_p, log_q = brute_log_joint(p["prior"], p["w"], p["x"], SIGMA), brute_log_q(p["q"])
+    expected = (log_q.exp() * (log_p - log_q - f)).sum(-1)
+    got = EnumeratedELBO(chunk_size=4).per_datum(model, guide_factor_only, p["x"])
+    torch.testing.assert_close(got, expected, **TOL)
+    assert not torch.allclose(got, brute_elbo(p["prior"], p["w"], p["q"], p["x"]))
+
+
+def test_guide_factor_outside_the_data_plate_is_refused():
+    p = setup_params()
+
+    def guide_global_factor(x):
+        guide(x)
+        pyro.factor("f", torch.tensor(1.0, dtype=F64), has_rsample=False)
+
+    with pytest.raises(DVAEInputError, match="guide site 'f' .* outside the data plate"):
+        EnumeratedELBO().loss(model, guide_global_factor, p["x"])
 
 
 # ---- two latent sites, guide q(z1|x) q(z2|z1,x) set to the exact posterior: ELBO = log p(x) --

@@ -280,6 +280,51 @@ def test_kl_weight_scales_only_the_kl_term(kl):
         assert loss == pytest.approx(-float(ll - weight * kl_term), rel=1e-9)
 
 
+@pytest.mark.parametrize(
+    "kl,straight_through,kl_weight",
+    [
+        ("relaxed", False, 1.0),
+        ("relaxed", False, 0.3),
+        ("analytic", False, 1.0),
+        ("analytic", True, 0.3),
+    ],
+)
+def test_factor_in_the_guide_counts_as_in_trace_elbo(kl, straight_through, kl_weight):
+    """``pyro.factor(f)`` in the guide adds ``f`` to the loss in every mode (Pyro's Trace_ELBO
+    treats it as part of log q), never silently dropped; and ``f`` in the model subtracts it."""
+    p = params()
+    set_params(p)
+    f = torch.tensor([0.5, -1.25, 2.0, 0.75], dtype=F64)  # per datum
+
+    def guide_with_factor(x):
+        guide(x)
+        pyro.factor("bonus", f.sum(), has_rsample=True)
+
+    def model_with_factor(x):
+        model(x)
+        pyro.factor("bonus", f.sum())
+
+    elbo = GumbelSoftmaxELBO(
+        0.7, kl=kl, straight_through=straight_through, kl_weight=kl_weight, max_plate_nesting=1
+    )
+    losses = {}
+    for name, (m, g) in {
+        "plain": (model, guide),
+        "guide": (model, guide_with_factor),
+        "model": (model_with_factor, guide),
+    }.items():
+        pyro.set_rng_seed(14)
+        losses[name] = elbo.loss(m, g, p["x"])
+    assert losses["guide"] - losses["plain"] == pytest.approx(float(f.sum()), rel=1e-9)
+    assert losses["model"] - losses["plain"] == pytest.approx(-float(f.sum()), rel=1e-9)
+    # the same convention as Pyro's own ELBO
+    pyro.set_rng_seed(14)
+    trace_plain = pyro.infer.Trace_ELBO(max_plate_nesting=1).loss(model, guide, p["x"])
+    pyro.set_rng_seed(14)
+    trace_guide = pyro.infer.Trace_ELBO(max_plate_nesting=1).loss(model, guide_with_factor, p["x"])
+    assert trace_guide - trace_plain == pytest.approx(float(f.sum()), rel=1e-9)
+
+
 def test_kl_weight_is_validated():
     for bad in (-0.1, float("nan"), float("inf")):
         with pytest.raises(DVAEInputError, match="kl_weight must be >= 0"):
