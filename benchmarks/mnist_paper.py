@@ -43,6 +43,7 @@ CONFIGS: dict[str, tuple[dict, str, float | None]] = {
     "cat-vimco": ({"latent": "20x10", "estimator": "vimco", "num_particles": 5}, "nelbo", None),
     "bern-gumbel": ({"latent": "200b", "estimator": "gumbel-softmax", **ANNEAL}, "nelbo", 105.0),
     "bern-st": ({"latent": "200b", "estimator": "st-gumbel", **ANNEAL}, "nelbo", 111.5),
+    "bern-gumbel-rao": ({"latent": "200b", "estimator": "gumbel-rao", **ANNEAL}, "nelbo", None),
     "bern-concrete-nll": (
         {
             "latent": "200b",

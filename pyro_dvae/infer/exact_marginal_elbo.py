@@ -24,7 +24,8 @@ class ExactMarginalELBO(ELBO):
     parameters get the exact gradient of log p(x). If ``train_guide`` (default) and the guide has
     latent sites, the guide's parameters are fitted at the same time by minimizing the exact
     KL(q(z|x) || p(z|x)) (model held fixed for that term), so that the guide can serve for
-    importance-weighted evaluation; the guide never affects the model's gradient.
+    importance-weighted evaluation; the guide never affects the model's gradient (nor do its
+    ``pyro.factor`` statements, which are not part of q(z|x) and so of neither term).
 
     Memory is bounded: a first pass (no gradient) computes log p(x) chunk by chunk, a second pass
     back-propagates each chunk's share, weighted by its exact posterior mass

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import pyro
+import pyro.distributions as dist
 import pytest
 import torch
 from _models import (
@@ -102,6 +103,28 @@ def test_guide_term_does_not_change_model_gradients(chunk_size):
         (results["train_guide_off"]["q"] == 0).all()
     )
     assert results["with_guide"]["q"].abs().sum() > 0
+
+
+@pytest.mark.parametrize("chunk_size", [None, 2])
+def test_guide_factor_enters_neither_term(chunk_size):
+    """A z-dependent ``pyro.factor`` in the guide is not part of q(z|x): value and every gradient
+    equal those without it (it must not leak into the KL(q || p(z|x)) term)."""
+    v = torch.tensor([0.9, -1.4, 0.3, 2.0, -0.7, 0.5], dtype=F64)
+
+    def guide_with_factor(x):
+        q = pyro.param("q")
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.OneHotCategorical(logits=q).to_event(1))
+            pyro.factor("f", z.flatten(-2) @ v, has_rsample=False)
+
+    results = {}
+    for label, g in (("plain", guide), ("factor", guide_with_factor)):
+        p = setup_params(seed=5)
+        loss = ExactMarginalELBO(chunk_size=chunk_size).loss_and_grads(model, g, p["x"])
+        results[label] = loss, grads(MODEL_PARAMS + GUIDE_PARAMS)
+    assert results["factor"][0] == pytest.approx(results["plain"][0], rel=1e-12)
+    for name in MODEL_PARAMS + GUIDE_PARAMS:
+        torch.testing.assert_close(results["factor"][1][name], results["plain"][1][name], **TOL)
 
 
 def test_differentiable_loss_matches_brute_force():
