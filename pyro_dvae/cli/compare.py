@@ -212,13 +212,14 @@ def run(args: argparse.Namespace) -> int:
     raw = None
     try:
         raw = run_comparison(specs, config, progress=not args.no_progress)
+        if rank > 0:  # rank 0 writes the results of all ranks
+            return 0
+        # written before leaving the process group: a rank's teardown cannot cost the results
+        result = summarize(raw, target=config.target)
+        written = write_results(result, out)
     finally:
         torch.set_num_threads(threads)
         leave_process_group(ok=raw is not None)
-    if rank > 0:  # rank 0 writes the results of all ranks
-        return 0
-    result = summarize(raw, target=config.target)
-    written = write_results(result, out)
     table = format_markdown(result).split("\n\n")
     print("\n\n".join(table[:3]).strip())
     names = ", ".join(p.name for p in written)

@@ -145,8 +145,8 @@ def test_parser_defaults_match_train_config():
         assert getattr(args, name) == getattr(d, name), name
 
 
-def _run_module(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=str(REPO), MPLBACKEND="Agg")
+def _run_module(*args: str, cwd: Path, **extra_env: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(REPO), MPLBACKEND="Agg", **extra_env)
     return subprocess.run(
         [sys.executable, "-m", "pyro_dvae", *args],
         cwd=cwd,
@@ -170,3 +170,19 @@ def test_python_dash_m_bad_input(tmp_path):
     assert proc.returncode == 2
     assert "cannot parse latent spec 'abc'" in one_line_error(proc.stderr)
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("status", [0, 2])
+def test_torchrun_rank_exits_with_its_status_and_flushed_output(tmp_path, status):
+    """Under torchrun (WORLD_SIZE set; 1 here, so no process group) ``python -m pyro_dvae``
+    ends through os._exit: the exit status and everything printed to the pipes must survive."""
+    args = ["train", *TINY, "--out", "out"] if status == 0 else ["train", "--latent", "abc"]
+    torchrun = {"WORLD_SIZE": "1", "RANK": "0", "LOCAL_RANK": "0"}
+    # stdout to a pipe is block-buffered (PYTHONUNBUFFERED="" is off): os._exit would drop it
+    proc = _run_module(*args, cwd=tmp_path, PYTHONUNBUFFERED="", **torchrun)
+    assert proc.returncode == status, proc.stderr
+    if status == 0:
+        assert proc.stdout.splitlines()[-1].startswith("wrote out/ (metrics.json")
+        assert (tmp_path / "out" / "metrics.json").is_file()
+    else:
+        assert "cannot parse latent spec 'abc'" in one_line_error(proc.stderr)
