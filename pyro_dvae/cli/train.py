@@ -10,6 +10,7 @@ from typing import Any
 
 from ..distributed import leave_process_group
 from ..errors import DVAEInputError
+from ..latent import LatentSpec
 from ._options import DEVICES, add_data_arguments, check_nproc, check_out_dir, hidden_sizes
 from .launch import launched_by_torchrun, relaunch_with_torchrun, torchrun_rank
 
@@ -205,6 +206,12 @@ def _summary(m: dict[str, Any], out: Path) -> str:
         f"{m['steps']} steps in {m['seconds']:.1f} s"
     ]
     lines += [f"  {label:<24}{_fmt(value)}" for label, value in rows]
+    if m.get("active_groups") is not None:
+        groups = LatentSpec.parse(m["latent"]).groups
+        lines.append(
+            f"  {'test KL(q || p)':<24}{_fmt(m['test_kl'])}, {m['active_groups']} of {groups} "
+            f"latent groups active (mean KL > {m['eval']['active_kl_threshold']} nats)"
+        )
     lines.append(f"wrote {out}/ (metrics.json, checkpoint.pt, *.png)")
     return "\n".join(lines)
 

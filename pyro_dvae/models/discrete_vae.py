@@ -8,6 +8,7 @@ import pyro
 import pyro.distributions as dist
 import torch
 from torch import nn
+from torch.distributions import kl_divergence
 
 from ..distributions import Bernoulli, BernoulliVector, OneHotCategorical
 from ..errors import DVAEInputError
@@ -165,6 +166,23 @@ class DiscreteVAE(nn.Module):
         if self.latent.kind == "categorical":
             return nn.functional.one_hot(logits.argmax(-1), self.latent.categories).to(x.dtype)
         return (logits > 0).to(x.dtype)
+
+    @torch.no_grad()
+    def kl_per_group(self, x: torch.Tensor) -> torch.Tensor:
+        """KL(q(z_i | x) || p(z_i)) of every latent group (categorical) or unit (Bernoulli),
+        in nats, shape ``[..., N]``; their sum over ``N`` is the ELBO's KL term.
+
+        A group whose mean KL over the data is ~0 carries no information about x ("inactive",
+        collapsed onto the prior; Burda et al. 2016, arXiv:1509.00519, count active units).
+
+        Example:
+            >>> vae = DiscreteVAE(6, "3x4", encoder_hidden=(8,))
+            >>> vae.kl_per_group(torch.zeros(5, 6)).shape
+            torch.Size([5, 3])
+        """
+        q = self._latent_dist(self.encode_logits(x)).base_dist
+        p = self.prior().base_dist
+        return kl_divergence(q, p.expand(q.batch_shape))
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:

@@ -20,6 +20,8 @@ from ._config import TrainConfig
 __all__: list[str] = []
 
 _EVAL_BATCH = 100
+#: a latent group is *active* when its mean KL(q(z_i|x) || p(z_i)) over the test set exceeds this
+ACTIVE_KL = 0.01
 
 
 def _batched(fn, x: torch.Tensor, batch: int = _EVAL_BATCH) -> torch.Tensor:
@@ -61,13 +63,24 @@ def _evaluate(model, data, spec: LatentSpec, config: TrainConfig) -> dict[str, A
             )
         exact = -float(ll.mean())
     true_ll = getattr(data, "true_test_log_likelihood", None)
+    kl = _batched_rows(model.kl_per_group, x).mean(0)  # [N]: mean over the test set
     return {
         "test_nelbo": nelbo,
         "test_nll_iwae": -float(iwae.mean()),
         "test_nll_exact": exact,
         "true_test_nll": None if true_ll is None else -float(true_ll),
-        "eval": {"elbo_samples": 10, "iwae_samples": config.iwae_samples},
+        "test_kl": float(kl.sum()),
+        "active_groups": int((kl > ACTIVE_KL).sum()),
+        "eval": {
+            "elbo_samples": 10,
+            "iwae_samples": config.iwae_samples,
+            "active_kl_threshold": ACTIVE_KL,
+        },
     }
+
+
+def _batched_rows(fn, x: torch.Tensor, batch: int = _EVAL_BATCH) -> torch.Tensor:
+    return torch.cat([fn(x[i : i + batch]) for i in range(0, len(x), batch)])
 
 
 def _write_plots(model, data, history: dict, out: Path, seed: int) -> None:

@@ -26,6 +26,8 @@ TINY = [
 ]
 METRIC_KEYS = {
     "test_nelbo",
+    "test_kl",
+    "active_groups",
     "test_nll_iwae",
     "test_nll_exact",
     "true_test_nll",

@@ -116,6 +116,37 @@ def test_learned_vs_uniform_prior():
     assert "discrete_vae$$$decoder.0.weight" in pyro.get_param_store()
 
 
+@pytest.mark.parametrize("latent", ["3x4", "5b"])
+def test_kl_per_group_equals_hand_formula_and_finds_a_collapsed_group(latent):
+    """sum_k q log(q / p) per group, by hand from the encoder's logits and a random learned
+    prior; a group whose encoder output is made constant and equal to the prior has KL 0."""
+    vae = make(latent, prior="learned")
+    categorical = vae.latent.kind == "categorical"
+    with torch.no_grad():
+        vae.prior_logits.copy_(torch.randn(vae.prior_logits.shape))
+        last = vae.encoder[-1]  # group 0 collapses: q(z_0 | x) = p(z_0) for every x
+        k = vae.latent.categories if categorical else 1
+        last.weight[:k] = 0.0
+        last.bias[:k] = vae.prior_logits.reshape(-1)[:k]
+    x = torch.bernoulli(torch.full((9, D), 0.5))
+    logits = vae.encode_logits(x)
+    if categorical:
+        lq, lp = logits.log_softmax(-1), vae.prior_logits.log_softmax(-1)
+        expected = (lq.exp() * (lq - lp)).sum(-1)
+    else:
+        q, p = torch.sigmoid(logits), torch.sigmoid(vae.prior_logits)
+        expected = q * (q / p).log() + (1 - q) * ((1 - q) / (1 - p)).log()
+    got = vae.kl_per_group(x)
+    assert got.shape == (9, vae.latent.groups)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+    assert got[:, 0].abs().max() < 1e-6
+    assert (got[:, 1:].mean(0) > 1e-3).all()
+    # the groups' KLs add up to the ELBO's KL term
+    q_full, p_full = vae._latent_dist(logits), vae.prior()
+    total = torch.distributions.kl_divergence(q_full, p_full.expand(q_full.batch_shape))
+    torch.testing.assert_close(got.sum(-1), total, rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize(
     "elbo_factory",
     [
