@@ -121,6 +121,8 @@ def run_config(name: str, args: argparse.Namespace) -> dict:
         "test_nelbo": metrics["test_nelbo"],
         "test_nll_iwae": metrics["test_nll_iwae"],
         "valid_nelbo": metrics.get("valid_nelbo"),
+        "test_kl": metrics.get("test_kl"),
+        "active_groups": metrics.get("active_groups"),
         "steps": metrics["steps"],
         "minutes": (time.perf_counter() - t0) / 60,
     }
@@ -129,15 +131,15 @@ def run_config(name: str, args: argparse.Namespace) -> dict:
 def table(rows: list[dict]) -> str:
     lines = [
         "| config | latent | estimator | metric | ours | paper | test -ELBO | test NLL IWAE |"
-        " steps | minutes |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        " active groups | steps | minutes |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         paper = "-" if r["paper"] is None else f"{r['paper']:.1f}"
         lines.append(
             f"| {r['name']} | {r['latent']} | {r['estimator']} | {r['metric']} | "
             f"{r['ours']:.2f} | {paper} | {r['test_nelbo']:.2f} | {r['test_nll_iwae']:.2f} | "
-            f"{r['steps']} | {r['minutes']:.1f} |"
+            f"{r['active_groups']} | {r['steps']} | {r['minutes']:.1f} |"
         )
     return "\n".join(lines)
 
