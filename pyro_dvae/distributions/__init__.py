@@ -21,6 +21,7 @@ from .gumbel_rao import (
     conditional_logistic,
     gumbel_rao_straight_through,
 )
+from .linear_bernoulli import LinearBernoulliVector
 from .relaxed_bernoulli import ConcreteBernoulli, StraightThroughBernoulli
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "ConcreteOneHotCategorical",
     "GumbelRaoBernoulli",
     "GumbelRaoOneHotCategorical",
+    "LinearBernoulliVector",
     "OneHotCategorical",
     "StraightThroughBernoulli",
     "StraightThroughOneHotCategorical",

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torch.distributions import kl_divergence
 
-from ..distributions import Bernoulli, BernoulliVector, OneHotCategorical
+from ..distributions import Bernoulli, LinearBernoulliVector, OneHotCategorical
 from ..errors import DVAEInputError
 from ..latent import LatentSpec
 
@@ -116,17 +116,25 @@ class DiscreteVAE(nn.Module):
         """Logits of q(z | x), shape ``[..., N, K]`` (categorical) or ``[..., N]``."""
         return self.encoder(x).reshape(x.shape[:-1] + self._logit_shape)
 
+    def _code(self, z: torch.Tensor) -> torch.Tensor:
+        """The decoder's input: one-hot groups flattened (``[..., N * K]``), or ``z`` itself."""
+        return z.flatten(-2) if self.latent.kind == "categorical" else z
+
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Bernoulli logits (or Normal means) of p(x | z); ``z`` may have any leading dims."""
-        flat = z.flatten(-2) if self.latent.kind == "categorical" else z
-        return self.decoder(flat)
+        return self.decoder(self._code(z))
 
     def likelihood(self, z: torch.Tensor) -> dist.TorchDistribution:
-        """p(x | z) as a distribution with event shape ``[data_dim]``."""
-        out = self.decode(z)
+        """p(x | z) as a distribution with event shape ``[data_dim]``.
+
+        Bernoulli pixels come as a :class:`~pyro_dvae.distributions.LinearBernoulliVector` of
+        the decoder's last hidden layer, so that scoring enumerated codes against a data batch
+        takes one matrix product.
+        """
         if self.likelihood_kind == "bernoulli":
-            return BernoulliVector(out)
-        return dist.Normal(out, self.log_scale.exp()).to_event(1)
+            last = self.decoder[-1]
+            return LinearBernoulliVector(self.decoder[:-1](self._code(z)), last.weight, last.bias)
+        return dist.Normal(self.decode(z), self.log_scale.exp()).to_event(1)
 
     # -- Pyro model and guide ---------------------------------------------------------------
     def model(self, x: torch.Tensor) -> None:
