@@ -1,4 +1,4 @@
-"""Bernoulli pixels whose logits are a linear layer of features, scored in one matrix product."""
+"""Bernoulli pixels whose logits are a linear layer of features, scored over the features."""
 
 from __future__ import annotations
 

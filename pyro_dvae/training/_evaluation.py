@@ -24,8 +24,12 @@ _EVAL_BATCH = 100
 ACTIVE_KL = 0.01
 
 
+def _batched_rows(fn, x: torch.Tensor, batch: int = _EVAL_BATCH) -> torch.Tensor:
+    return torch.cat([fn(x[i : i + batch]).detach() for i in range(0, len(x), batch)])
+
+
 def _batched(fn, x: torch.Tensor, batch: int = _EVAL_BATCH) -> torch.Tensor:
-    return torch.cat([fn(x[i : i + batch]).detach().reshape(-1) for i in range(0, len(x), batch)])
+    return _batched_rows(lambda xb: fn(xb).reshape(-1), x, batch)
 
 
 def _eval_elbo(model, x: torch.Tensor, seed: int, num_samples: int = 1) -> float:
@@ -77,10 +81,6 @@ def _evaluate(model, data, spec: LatentSpec, config: TrainConfig) -> dict[str, A
             "active_kl_threshold": ACTIVE_KL,
         },
     }
-
-
-def _batched_rows(fn, x: torch.Tensor, batch: int = _EVAL_BATCH) -> torch.Tensor:
-    return torch.cat([fn(x[i : i + batch]) for i in range(0, len(x), batch)])
 
 
 def _write_plots(model, data, history: dict, out: Path, seed: int) -> None:
