@@ -202,6 +202,8 @@ class LatentEnumeration:
             *self.args, **self.kwargs
         )
         observed = {site["name"] for site in sample_sites(trace) if site["is_observed"]}
+        if not observed:
+            return None, None
         latents = observed.intersection(values)
         factors = observed.difference(values)
         for name in factors:
@@ -211,8 +213,6 @@ class LatentEnumeration:
                     f"guide site '{name}' (a pyro.factor?) lies outside the data plate; exact "
                     "objectives count guide factors per datum: put it inside the data plate"
                 )
-        if not observed:
-            return None, None
         trace.compute_log_prob()
         log_q = per_datum_log_prob(trace, self.plates, 1, names=latents) if latents else None
         log_f = per_datum_log_prob(trace, self.plates, 1, names=factors) if factors else None

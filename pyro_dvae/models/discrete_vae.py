@@ -129,11 +129,14 @@ class DiscreteVAE(nn.Module):
 
         Bernoulli pixels come as a :class:`~pyro_dvae.distributions.LinearBernoulliVector` of
         the decoder's last hidden layer, so that scoring enumerated codes against a data batch
-        takes one matrix product.
+        contracts over the hidden width rather than over the pixels.
         """
         if self.likelihood_kind == "bernoulli":
-            last = self.decoder[-1]
-            return LinearBernoulliVector(self.decoder[:-1](self._code(z)), last.weight, last.bias)
+            *hidden, last = self.decoder  # no per-call Sequential slice on the training path
+            h = self._code(z)
+            for layer in hidden:
+                h = layer(h)
+            return LinearBernoulliVector(h, last.weight, last.bias)
         return dist.Normal(self.decode(z), self.log_scale.exp()).to_event(1)
 
     # -- Pyro model and guide ---------------------------------------------------------------
