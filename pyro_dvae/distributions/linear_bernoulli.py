@@ -11,6 +11,44 @@ from .broadcasting import BernoulliVector
 
 __all__ = ["LinearBernoulliVector"]
 
+#: bytes of logits per block when summing softplus without autograd on CPU (fits in L2/L3)
+_BLOCK_BYTES = 4 * 2**20
+_MIN_BLOCK_ROWS = 64
+
+
+def softplus_row_sums(
+    features: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
+) -> torch.Tensor:
+    """``softplus(features @ weight.T + bias).sum(-1, keepdim=True)`` for ``features [C, H]``.
+
+    Without autograd on CPU, the ``[C, D]`` logits are formed block by block in one reused,
+    cache-sized buffer and passed over in place, instead of allocating and streaming two
+    ``[C, D]`` tensors through memory (~10% of an exact log p(x) at 2^14 codes x 784 pixels).
+
+    Example:
+        >>> h, w, b = torch.randn(3000, 4), torch.randn(5, 4), torch.randn(5)
+        >>> with torch.no_grad():
+        ...     ours = softplus_row_sums(h, w, b)
+        >>> torch.allclose(ours, F.softplus(F.linear(h, w, b)).sum(-1, keepdim=True))
+        True
+    """
+    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (features, weight, bias))
+    if needs_grad or features.device.type != "cpu" or features.dim() != 2:
+        return F.softplus(F.linear(features, weight, bias)).sum(-1, keepdim=True)
+    dtype = torch.result_type(features, weight)
+    itemsize = torch.finfo(dtype).bits // 8
+    rows = max(_MIN_BLOCK_ROWS, _BLOCK_BYTES // (weight.shape[0] * itemsize))
+    out = features.new_empty(len(features), 1, dtype=dtype)
+    buf = features.new_empty(min(rows, len(features)), weight.shape[0], dtype=dtype)
+    weight_t = weight.T
+    for start in range(0, len(features), rows):
+        block = features[start : start + rows]
+        logits = buf[: len(block)]
+        torch.addmm(bias, block, weight_t, out=logits)
+        torch.ops.aten.softplus.out(logits, 1, 20, out=logits)  # in place: no second [C, D]
+        torch.sum(logits, -1, keepdim=True, out=out[start : start + rows])
+    return out
+
 
 class LinearBernoulliVector(BernoulliVector):
     """:class:`BernoulliVector` with ``logits = features @ weight.T + bias`` (a decoder's last
@@ -76,7 +114,7 @@ class LinearBernoulliVector(BernoulliVector):
         flat = f.reshape(-1, f.shape[-1])  # [C, H]
         # x . logits = features . (x @ weight) + x . bias: contracts over H, not over D
         data_term = F.linear(flat, value @ self.weight, value @ self.bias)  # [C, B]
-        log_norm = F.softplus(F.linear(flat, self.weight, self.bias)).sum(-1, keepdim=True)
+        log_norm = softplus_row_sums(flat, self.weight, self.bias)
         out = data_term - log_norm
         out = out.reshape(f.shape[:-2] + value.shape[:1])
         return out.expand(torch.broadcast_shapes(out.shape, self.batch_shape))

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from pyro_dvae.distributions import LinearBernoulliVector
+from pyro_dvae.distributions.linear_bernoulli import softplus_row_sums
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: single-threaded
 
@@ -92,3 +93,33 @@ def test_expand_sample_mean_and_entropy_match_the_logits():
 def test_mismatched_shapes_are_refused():
     with pytest.raises(ValueError, match="do not match"):
         LinearBernoulliVector(torch.zeros(2, 4), torch.zeros(5, 3), torch.zeros(5))
+
+
+@pytest.mark.parametrize("num_configs", [1, 7, 64, 150])
+def test_blocked_normalizer_without_autograd_equals_softplus_sum(monkeypatch, num_configs):
+    """The in-place, block-by-block normalizer (no autograd, CPU) equals the plain expression,
+    including a last block shorter than the others; forcing 8-row blocks makes every case
+    above 8 configurations cross block boundaries."""
+    import pyro_dvae.distributions.linear_bernoulli as module
+
+    monkeypatch.setattr(module, "_BLOCK_BYTES", 8 * 12 * 8)  # 8 rows of 12 float64 logits
+    monkeypatch.setattr(module, "_MIN_BLOCK_ROWS", 1)
+    weight, bias, g = tensors(3, 12)
+    features = torch.randn(num_configs, 1, 3, generator=g, dtype=F64)
+    x = torch.bernoulli(torch.full((4, 12), 0.5, dtype=F64), generator=g)
+    with torch.no_grad():
+        blocked = softplus_row_sums(features[:, 0], weight, bias)
+        ours = LinearBernoulliVector(features, weight, bias).log_prob(x)
+    plain = F.softplus(F.linear(features[:, 0], weight, bias)).sum(-1, keepdim=True)
+    torch.testing.assert_close(blocked, plain, **TOL)
+    torch.testing.assert_close(ours, reference(features, weight, bias, x), **TOL)
+
+
+def test_normalizer_keeps_autograd_when_gradients_are_needed():
+    weight, bias, g = tensors(3, 12)
+    weight.requires_grad_(True)
+    features = torch.randn(9, 3, generator=g, dtype=F64)
+    out = softplus_row_sums(features, weight, bias)
+    (grad,) = torch.autograd.grad(out.sum(), weight)
+    expected = torch.sigmoid(F.linear(features, weight, bias)).T @ features  # d/dW sum softplus
+    torch.testing.assert_close(grad, expected, **TOL)
