@@ -216,7 +216,8 @@ class OneHotCategorical(_SumsEventsBeforeBroadcasting, dist_OneHotCategorical):
 
     ``log_prob(value) = value . log_softmax(logits)`` via :func:`broadcast_dot`, so enumerated
     values ``[C, 1, N, K]`` against per-datum logits ``[B, N, K]`` cost ``C x B x N`` memory, not
-    ``C x B x N x K`` plus an index gather. Same distribution, drop-in replacement.
+    ``C x B x N x K`` plus an index gather; against logits that are only expanded over ``B``
+    (a prior inside a data plate) they cost ``C x N``. Same distribution, drop-in replacement.
 
     Example:
         >>> d = OneHotCategorical(logits=torch.zeros(4, 3, 8))
@@ -229,5 +230,7 @@ class OneHotCategorical(_SumsEventsBeforeBroadcasting, dist_OneHotCategorical):
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         if self._validate_args:
             self._validate_sample(value)
-        out = broadcast_dot(value, self.logits)
+        # a prior inside a data plate has logits [N, K] expanded to [B, N, K]: score the values
+        # against the un-expanded logits and broadcast the result as a view
+        out = broadcast_dot(value, collapse_expanded(self.logits, keep_rightmost=1))
         return out.expand(torch.broadcast_shapes(out.shape, self.batch_shape))

@@ -108,3 +108,26 @@ def test_one_hot_categorical_to_event_equals_pyro():
     assert isinstance(ours, BroadcastingIndependent)
     torch.testing.assert_close(ours.log_prob(values), ref.log_prob(values))
     assert OneHotCategorical(logits=logits).to_event(0) is not None
+
+
+@pytest.mark.parametrize(
+    "logits_shape, expand, index_shape",
+    [
+        ((3, 5), [4, 3], (6, 1, 3)),  # prior [N, K] in a data plate of 4, 6 enumerated values
+        ((2, 1, 5), [2, 4], (6, 2, 1)),  # expanded in a middle dim
+    ],
+)
+def test_one_hot_categorical_expanded_logits_are_scored_once(logits_shape, expand, index_shape):
+    """A prior inside a data plate: the values are scored against the un-expanded logits and the
+    result broadcast as a stride-0 view (no work per datum), equal to Pyro's."""
+    g = torch.Generator().manual_seed(6)
+    logits = torch.randn(logits_shape, generator=g)
+    k = logits_shape[-1]
+    values = torch.eye(k)[torch.randint(k, index_shape, generator=g)]
+    ours = OneHotCategorical(logits=logits).expand(expand)
+    ref = dist.OneHotCategorical(logits=logits).expand(expand)
+    got = ours.log_prob(values)
+    torch.testing.assert_close(got, ref.log_prob(values))
+    assert got.shape == ref.log_prob(values).shape
+    repeated = [n for n, s in zip(got.shape, got.stride()) if n > 1 and s == 0]
+    assert repeated, f"log_prob {tuple(got.shape)} was evaluated per datum: {got.stride()}"
