@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -67,7 +68,13 @@ def test_mnist_paper_smoke_writes_its_table(tmp_path):
     assert (tmp_path / "results.md").read_text().strip() == text.strip()
 
 
-def test_m2_smoke_reports_every_estimator():
-    text = _run("m2_semisupervised.py")
+def test_m2_smoke_reports_every_estimator(tmp_path):
+    out = tmp_path / "m2.json"
+    text = _run("m2_semisupervised.py", "--epochs", "2", "--log-every", "1", "--json", str(out))
     rows = [line for line in text.splitlines() if line.startswith("| 10 |")]
     assert [r.split("|")[2].strip() for r in rows] == ["enumerate", "gumbel", "st"], text
+    saved = json.loads(out.read_text())["rows"]
+    assert [r["estimator"] for r in saved] == ["enumerate", "gumbel", "st"]
+    for r in saved:  # one accuracy per epoch, the last equal to the table's
+        assert [e for e, _ in r["accuracy_curve"]] == [1, 2]
+        assert r["accuracy_curve"][-1][1] == r["test_accuracy"]
