@@ -230,7 +230,10 @@ class OneHotCategorical(_SumsEventsBeforeBroadcasting, dist_OneHotCategorical):
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         if self._validate_args:
             self._validate_sample(value)
-        # a prior inside a data plate has logits [N, K] expanded to [B, N, K]: score the values
-        # against the un-expanded logits and broadcast the result as a view
-        out = broadcast_dot(value, collapse_expanded(self.logits, keep_rightmost=1))
+        logits = self.logits
+        if value.shape[:-1] != logits.shape[:-1]:
+            # e.g. enumerated values [C, 1, N, K] against a prior [N, K] expanded over a data
+            # plate to [B, N, K]: score them against the un-expanded logits, broadcast the result
+            logits = collapse_expanded(logits, keep_rightmost=1)
+        out = broadcast_dot(value, logits)
         return out.expand(torch.broadcast_shapes(out.shape, self.batch_shape))
