@@ -11,8 +11,8 @@ log p(x) is computed
 each in a fresh subprocess so that the peak resident memory (RSS) is its own. Reported: seconds,
 peak RSS, achieved GFLOP/s (decoder and likelihood matrix products as performed, counted
 analytically) against the machine's float32 matrix-multiply rate measured just before and after
-each case, and the largest absolute difference between the two answers. Pyro is not run where its tensors alone
-would exceed ``--pyro-max-gb``.
+each case, and the largest absolute difference between the two answers. Pyro is not run where
+its tensors alone would exceed ``--pyro-max-gb``.
 
     python benchmarks/bench_exact.py                 # 8^2..8^5 and 2^8..2^16
     python benchmarks/bench_exact.py --smoke         # seconds, for the test suite
