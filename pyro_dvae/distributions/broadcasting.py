@@ -27,7 +27,9 @@ def broadcast_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
     Dims where one operand has size 1 become outer-product dims of an ``einsum`` (a matrix
     product), so ``[C, 1, D]`` against ``[B, D]`` costs a ``C x D x B`` matmul and ``C x B``
-    memory instead of ``C x B x D``.
+    memory instead of ``C x B x D``. Expanded (stride-0) dims count as size 1, and the result
+    is broadcast back over them as a view: ``[C, 1, D]`` against a ``[D]`` vector expanded to
+    ``[B, D]`` costs ``C x D``.
 
     Example:
         >>> a, b = torch.randn(5, 1, 3), torch.randn(4, 3)
@@ -39,6 +41,8 @@ def broadcast_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     if n > 25 or a.shape[:-1] == b.shape[:-1]:
         # nothing to gain from a matrix product: elementwise is one fused pass
         return (a * b).sum(-1)
+    # expanded (stride-0) dims carry no work: drop them, broadcast the result back at the end
+    a, b = collapse_expanded(a, keep_rightmost=1), collapse_expanded(b, keep_rightmost=1)
     a = a.reshape((1,) * (n + 1 - a.dim()) + tuple(a.shape))
     b = b.reshape((1,) * (n + 1 - b.dim()) + tuple(b.shape))
     letters = string.ascii_letters
@@ -62,7 +66,7 @@ def broadcast_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     b = b.reshape([b.shape[i] for i in b_keep] + [b.shape[-1]])
     z = "Z"
     out = torch.einsum(f"{''.join(sa)}{z},{''.join(sb)}{z}->{''.join(so)}", a, b)
-    return out
+    return out.expand(batch)
 
 
 class BernoulliVector(TorchDistribution):
@@ -230,10 +234,5 @@ class OneHotCategorical(_SumsEventsBeforeBroadcasting, dist_OneHotCategorical):
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         if self._validate_args:
             self._validate_sample(value)
-        logits = self.logits
-        if value.shape[:-1] != logits.shape[:-1]:
-            # e.g. enumerated values [C, 1, N, K] against a prior [N, K] expanded over a data
-            # plate to [B, N, K]: score them against the un-expanded logits, broadcast the result
-            logits = collapse_expanded(logits, keep_rightmost=1)
-        out = broadcast_dot(value, logits)
+        out = broadcast_dot(value, self.logits)
         return out.expand(torch.broadcast_shapes(out.shape, self.batch_shape))

@@ -27,6 +27,17 @@ def test_broadcast_dot_equals_elementwise_sum(a_shape, b_shape):
     torch.testing.assert_close(broadcast_dot(a, b), (a * b).sum(-1), rtol=1e-5, atol=1e-5)
 
 
+def test_broadcast_dot_scores_expanded_operands_once():
+    """An operand expanded (stride 0) over the dim the other one broadcasts along is contracted
+    un-expanded; the result equals the elementwise sum and is a stride-0 view over that dim."""
+    g = torch.Generator().manual_seed(1)
+    a = torch.randn(5, 1, 3, generator=g)
+    b = torch.randn(3, generator=g).expand(4, 3)
+    got = broadcast_dot(a, b)
+    torch.testing.assert_close(got, (a * b).sum(-1), rtol=1e-6, atol=1e-6)
+    assert got.shape == (5, 4) and got.stride()[1] == 0
+
+
 def test_collapse_expanded_keeps_values_and_drops_repeats():
     base = torch.randn(1, 3)
     t = base.expand(100, 3)
