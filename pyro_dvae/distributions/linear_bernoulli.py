@@ -36,8 +36,7 @@ def softplus_row_sums(
     if needs_grad or features.device.type != "cpu" or features.dim() != 2:
         return F.softplus(F.linear(features, weight, bias)).sum(-1, keepdim=True)
     dtype = torch.result_type(features, weight)
-    itemsize = torch.finfo(dtype).bits // 8
-    rows = max(_MIN_BLOCK_ROWS, _BLOCK_BYTES // (weight.shape[0] * itemsize))
+    rows = max(_MIN_BLOCK_ROWS, _BLOCK_BYTES // (weight.shape[0] * dtype.itemsize))
     out = features.new_empty(len(features), 1, dtype=dtype)
     buf = features.new_empty(min(rows, len(features)), weight.shape[0], dtype=dtype)
     weight_t = weight.T
