@@ -32,6 +32,7 @@ import time
 import pyro
 import pyro.distributions as dist
 import torch
+from pyro import poutine
 from pyro.infer import TraceEnum_ELBO
 from torch import nn
 
@@ -60,22 +61,24 @@ class M2(nn.Module):
     def _q_y(self, x: torch.Tensor) -> dist.OneHotCategorical:
         return dist.OneHotCategorical(logits=self.classifier(x))
 
-    def model(self, x: torch.Tensor, y: torch.Tensor | None = None) -> None:
+    def model(self, x: torch.Tensor, y: torch.Tensor | None = None, weight: float = 1.0) -> None:
         pyro.module("m2", self)
-        with pyro.plate("data", x.shape[0]):
+        with pyro.plate("data", x.shape[0]), poutine.scale(scale=weight):
             prior_y = dist.OneHotCategorical(logits=x.new_zeros(self.classes))
             observed_y = y
             y = pyro.sample("y", prior_y, obs=observed_y)
             if observed_y is not None:  # Kingma et al.'s classification term on labelled data
-                pyro.factor("classify", self.alpha * self._q_y(x).log_prob(observed_y))
+                # alpha per example whatever the ELBO's weight: the factor sits under the scale
+                classify = self._q_y(x).log_prob(observed_y)
+                pyro.factor("classify", self.alpha / weight * classify)
             z = pyro.sample("z", dist.Normal(0.0, 1.0).expand([self.z_dim]).to_event(1))
             shape = torch.broadcast_shapes(y.shape[:-1], z.shape[:-1])
             code = torch.cat([y.expand(shape + y.shape[-1:]), z.expand(shape + z.shape[-1:])], -1)
             pyro.sample("x", dist.Bernoulli(logits=self.decoder(code)).to_event(1), obs=x)
 
-    def guide(self, x: torch.Tensor, y: torch.Tensor | None = None) -> None:
+    def guide(self, x: torch.Tensor, y: torch.Tensor | None = None, weight: float = 1.0) -> None:
         pyro.module("m2", self)
-        with pyro.plate("data", x.shape[0]):
+        with pyro.plate("data", x.shape[0]), poutine.scale(scale=weight):
             if y is None:
                 y = pyro.sample("y", self._q_y(x), infer={"enumerate": "parallel"})
             shape = torch.broadcast_shapes(y.shape[:-1], x.shape[:-1])
@@ -130,7 +133,7 @@ def run(name: str, classes: int, data, args: argparse.Namespace) -> dict:
         for i in range(0, n, args.batch_size):
             svi.step(x_train[perm[i : i + args.batch_size]])
             j = torch.randint(len(labelled), (args.batch_size,), generator=g)
-            svi.step(x_train[labelled[j]], y_labelled[j])
+            svi.step(x_train[labelled[j]], y_labelled[j], weight=args.labelled_weight)
         epoch_seconds.append(time.perf_counter() - t0)
         if args.log_every and (epoch % args.log_every == 0 or epoch == args.epochs):
             curve.append((epoch, m2.accuracy(x_test, labels_test)))  # not timed
@@ -178,6 +181,13 @@ def main(args: argparse.Namespace) -> list[dict]:
     return rows
 
 
+def positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--smoke", action="store_true", help="embedded digits, tiny sizes")
@@ -196,6 +206,13 @@ def parse_args(argv=None) -> argparse.Namespace:
         type=float,
         default=200.0,
         help="weight of log q(y | x) per labelled example (each step sums its batch)",
+    )
+    p.add_argument(
+        "--labelled-weight",
+        type=positive_float,
+        default=1.0,
+        help="weight of the labelled ELBO term per step (alpha not included); Kingma et al.'s\n"
+        "objective counts each labelled example once per epoch: labels / unlabelled batches",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=torch.get_num_threads())

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import copy
 import json
 import math
 import re
@@ -74,6 +75,9 @@ def test_default_config_is_valid():
         ({"lr_schedule": "step"}, "unknown lr schedule 'step'; choose 'constant' or 'cosine'"),
         ({"weight_decay": -0.1}, "weight decay must be >= 0, got -0.1"),
         ({"weight_decay": math.inf}, "weight decay must be >= 0"),
+        ({"dropout": 1.0}, r"dropout must be in \[0, 1\), got 1.0; pass e.g. --dropout 0.1"),
+        ({"encoder_noise": -0.5}, r"encoder noise must be in \[0, 1\)"),
+        ({"encoder_noise": 0.1, "likelihood": "normal"}, "needs --likelihood bernoulli"),
         ({"kl_warmup": -5}, r"kl warm-up must be an integer >= 0 \(steps\), got -5"),
         ({"kl_warmup": 10, "estimator": "exact"}, "--kl-warmup works with the relaxed estimators"),
         ({"latent": "2000x1000"}, "2000000 units, over the limit of 1048576"),
@@ -221,6 +225,56 @@ def test_weight_decay_shrinks_the_weights():
 
     plain, decayed = norm(tiny(lr=1e-2)), norm(tiny(lr=1e-2, weight_decay=5.0))
     assert decayed < 0.9 * plain
+
+
+def _without_dropout_or_noise(model):
+    """The same weights with dropout and encoder noise removed (still in train mode)."""
+    clean = copy.deepcopy(model)
+    for seq in (clean.encoder, clean.decoder):
+        for i, layer in enumerate(seq):
+            if isinstance(layer, torch.nn.Dropout):
+                seq[i] = torch.nn.Identity()
+    clean.encoder_noise = 0.0
+    return clean
+
+
+def test_training_runs_in_train_mode_and_validates_in_eval_mode(monkeypatch):
+    """Dropout and encoder noise act on the training steps only: the validation numbers are
+    those of the same weights with both switched off."""
+    import pyro_dvae.training._loop as loop
+    from pyro_dvae.training import _evaluation
+
+    modes = {"step": set(), "eval": set()}
+    real_eval_elbo = _evaluation._eval_elbo
+
+    def spy_eval_elbo(model, x, seed, num_samples=1):
+        value = real_eval_elbo(model, x, seed, num_samples)
+        clean = _without_dropout_or_noise(model)
+        assert clean.training and value == real_eval_elbo(clean, x, seed, num_samples)
+        modes["eval"].add(model.training)  # restored after evaluating
+        return value
+
+    monkeypatch.setattr(loop, "_eval_elbo", spy_eval_elbo)
+
+    def record(step, model, elbo):
+        modes["step"].add(model.training)
+
+    cfg = tiny(latent="6b", dropout=0.3, encoder_noise=0.1, epochs=2, max_steps=None)
+    train(cfg, progress=False, callback=record)
+    assert modes == {"step": {True}, "eval": {True}}
+
+
+def test_test_metrics_are_those_without_dropout_or_noise():
+    from pyro_dvae.data import load_digits
+    from pyro_dvae.models import DiscreteVAE
+    from pyro_dvae.training._evaluation import _evaluate
+
+    data = load_digits()
+    cfg = tiny(latent="6b", dropout=0.3, encoder_noise=0.1)
+    model = DiscreteVAE(data.data_dim, "6b", encoder_hidden=(32,), dropout=0.3, encoder_noise=0.1)
+    ours = _evaluate(model, data, LatentSpec.parse("6b"), cfg)
+    assert model.training  # restored
+    assert ours == _evaluate(_without_dropout_or_noise(model), data, LatentSpec.parse("6b"), cfg)
 
 
 @pytest.mark.parametrize("estimator", ["gumbel-softmax", "st-gumbel", "gumbel-rao"])

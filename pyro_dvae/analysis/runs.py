@@ -155,6 +155,8 @@ def load_run(run_dir: str | os.PathLike) -> TrainedRun:
             decoder_hidden=None if decoder_hidden is None else tuple(decoder_hidden),
             prior=config.get("prior", "uniform"),
             likelihood=config.get("likelihood", "bernoulli"),
+            dropout=float(config.get("dropout", 0.0)),  # layout of the Sequential's indices
+            encoder_noise=float(config.get("encoder_noise", 0.0)),
         )
         model.load_state_dict(state)
     except (RuntimeError, KeyError, TypeError) as e:

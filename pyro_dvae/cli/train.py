@@ -92,6 +92,18 @@ def register(sub: Any) -> None:
         default=d.weight_decay,
         help="decoupled weight decay (AdamW) when > 0",
     )
+    g.add_argument(
+        "--dropout",
+        type=float,
+        default=d.dropout,
+        help="dropout probability after every hidden layer of encoder and decoder (training only)",
+    )
+    g.add_argument(
+        "--encoder-noise",
+        type=float,
+        default=d.encoder_noise,
+        help="probability of flipping each pixel the encoder sees in training (denoising)",
+    )
     g.add_argument("--seed", type=int, default=d.seed)
     g.add_argument("--device", choices=DEVICES, default=d.device)
     g.add_argument(
@@ -166,6 +178,8 @@ def _config(args: argparse.Namespace):
         lr=args.lr,
         lr_schedule=args.lr_schedule,
         weight_decay=args.weight_decay,
+        dropout=args.dropout,
+        encoder_noise=args.encoder_noise,
         seed=args.seed,
         device=args.device,
         encoder_hidden=args.encoder_hidden,

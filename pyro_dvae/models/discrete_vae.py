@@ -20,8 +20,9 @@ LIKELIHOODS = ("bernoulli", "normal")
 PRIORS = ("uniform", "learned")
 
 
-def mlp(in_dim: int, hidden: Sequence[int], out_dim: int) -> nn.Sequential:
-    """A ReLU multilayer perceptron ``in_dim -> hidden... -> out_dim``.
+def mlp(in_dim: int, hidden: Sequence[int], out_dim: int, dropout: float = 0.0) -> nn.Sequential:
+    """A ReLU multilayer perceptron ``in_dim -> hidden... -> out_dim``, with ``nn.Dropout(p)``
+    after every hidden layer when ``dropout = p > 0`` (active in training mode only).
 
     Example:
         >>> mlp(4, (8,), 2)(torch.zeros(3, 4)).shape
@@ -31,6 +32,8 @@ def mlp(in_dim: int, hidden: Sequence[int], out_dim: int) -> nn.Sequential:
     width = in_dim
     for h in hidden:
         layers += [nn.Linear(width, int(h)), nn.ReLU(inplace=True)]
+        if dropout > 0:
+            layers.append(nn.Dropout(dropout))
         width = int(h)
     layers.append(nn.Linear(width, out_dim))
     return nn.Sequential(*layers)
@@ -51,6 +54,13 @@ class DiscreteVAE(nn.Module):
     :param decoder_hidden: hidden widths of the decoder (default: the encoder's, mirrored).
     :param prior: ``"uniform"`` or ``"learned"`` (prior logits are parameters).
     :param likelihood: ``"bernoulli"`` (binary data) or ``"normal"`` (learned per-feature scale).
+    :param dropout: dropout probability after every hidden layer of the encoder and decoder, in
+        training mode (``module.train()``, the default; ``eval()`` turns it off).
+    :param encoder_noise: in training mode, the probability with which each binary pixel is
+        flipped before the *encoder* sees it (the decoder still scores the clean ``x``): the
+        denoising criterion of Im et al. 2017 (arXiv:1511.06406). Each ``q(z | x~)`` is a
+        distribution over ``z``, so the objective stays a lower bound on ``log p(x)``; held-out
+        evaluation (``eval()`` mode) encodes the clean ``x``.
 
     Example:
         >>> import pyro
@@ -70,6 +80,8 @@ class DiscreteVAE(nn.Module):
         prior: str = "uniform",
         likelihood: str = "bernoulli",
         name: str = "discrete_vae",
+        dropout: float = 0.0,
+        encoder_noise: float = 0.0,
     ) -> None:
         super().__init__()
         if int(data_dim) < 1:
@@ -78,6 +90,13 @@ class DiscreteVAE(nn.Module):
             raise DVAEInputError(f"prior must be one of {PRIORS}, got {prior!r}")
         if likelihood not in LIKELIHOODS:
             raise DVAEInputError(f"likelihood must be one of {LIKELIHOODS}, got {likelihood!r}")
+        for what, p in (("dropout", dropout), ("encoder_noise", encoder_noise)):
+            if not 0.0 <= float(p) < 1.0:
+                raise DVAEInputError(f"{what} must be in [0, 1), got {p}")
+        if encoder_noise > 0 and likelihood != "bernoulli":
+            raise DVAEInputError(
+                "encoder_noise flips binary pixels; it needs likelihood='bernoulli' (binary data)"
+            )
         for h in tuple(encoder_hidden) + tuple(decoder_hidden or ()):
             if int(h) < 1:
                 raise DVAEInputError(f"hidden layer widths must be >= 1, got {h}")
@@ -86,14 +105,16 @@ class DiscreteVAE(nn.Module):
         self.prior_kind = prior
         self.likelihood_kind = likelihood
         self.name = name
+        self.dropout = float(dropout)
+        self.encoder_noise = float(encoder_noise)
         spec = self.latent
         self._logit_shape = (
             (spec.groups, spec.categories) if spec.kind == "categorical" else (spec.groups,)
         )
         if decoder_hidden is None:
             decoder_hidden = tuple(reversed(encoder_hidden))
-        self.encoder = mlp(self.data_dim, encoder_hidden, spec.dim)
-        self.decoder = mlp(spec.dim, decoder_hidden, self.data_dim)
+        self.encoder = mlp(self.data_dim, encoder_hidden, spec.dim, self.dropout)
+        self.decoder = mlp(spec.dim, decoder_hidden, self.data_dim, self.dropout)
         logits = torch.zeros(self._logit_shape)
         if prior == "learned":
             self.prior_logits = nn.Parameter(logits)
@@ -150,6 +171,9 @@ class DiscreteVAE(nn.Module):
     def guide(self, x: torch.Tensor) -> None:
         """q(z | x) from the encoder, discrete (relaxed by the ELBO when asked)."""
         pyro.module(self.name, self)
+        if self.training and self.encoder_noise > 0:  # denoising: encode a corrupted copy
+            flip = torch.rand_like(x) < self.encoder_noise
+            x = torch.where(flip, 1.0 - x, x)
         with pyro.plate("data", x.shape[0]):
             pyro.sample("z", self._latent_dist(self.encode_logits(x)))
 

@@ -62,6 +62,8 @@ class TrainConfig:
     lr: float = 1e-3
     lr_schedule: str = "constant"
     weight_decay: float = 0.0
+    dropout: float = 0.0
+    encoder_noise: float = 0.0
     seed: int = 0
     device: str = "cpu"
     encoder_hidden: tuple[int, ...] = (256, 128)
@@ -123,6 +125,17 @@ class TrainConfig:
         ):
             raise DVAEInputError(
                 f"weight decay must be >= 0, got {self.weight_decay}; pass e.g. --weight-decay 0.01"
+            )
+        for name, value, flag in (
+            ("dropout", self.dropout, "--dropout 0.1"),
+            ("encoder noise", self.encoder_noise, "--encoder-noise 0.05"),
+        ):
+            if not (isinstance(value, int | float) and 0 <= value < 1):
+                raise DVAEInputError(f"{name} must be in [0, 1), got {value}; pass e.g. {flag}")
+        if self.encoder_noise > 0 and self.likelihood != "bernoulli":
+            raise DVAEInputError(
+                "encoder noise flips binary pixels and needs --likelihood bernoulli; "
+                "drop --encoder-noise"
             )
         if self.schedule not in ("constant", "exponential"):
             raise DVAEInputError(

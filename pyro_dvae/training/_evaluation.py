@@ -8,6 +8,8 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -32,10 +34,21 @@ def _batched(fn, x: torch.Tensor, batch: int = _EVAL_BATCH) -> torch.Tensor:
     return _batched_rows(lambda xb: fn(xb).reshape(-1), x, batch)
 
 
+@contextmanager
+def _eval_mode(module: torch.nn.Module) -> Iterator[None]:
+    """``module.eval()`` inside (no dropout, no encoder noise), its previous mode restored after."""
+    was_training = module.training
+    module.eval()
+    try:
+        yield
+    finally:
+        module.train(was_training)
+
+
 def _eval_elbo(model, x: torch.Tensor, seed: int, num_samples: int = 1) -> float:
     from ..infer import discrete_elbo
 
-    with torch.no_grad(), fixed_seed(seed):
+    with torch.no_grad(), fixed_seed(seed), _eval_mode(model):
         values = _batched(
             lambda xb: discrete_elbo(model.model, model.guide, xb, num_samples=num_samples), x
         )
@@ -43,6 +56,11 @@ def _eval_elbo(model, x: torch.Tensor, seed: int, num_samples: int = 1) -> float
 
 
 def _evaluate(model, data, spec: LatentSpec, config: TrainConfig) -> dict[str, Any]:
+    with _eval_mode(model):
+        return _test_metrics(model, data, spec, config)
+
+
+def _test_metrics(model, data, spec: LatentSpec, config: TrainConfig) -> dict[str, Any]:
     from ..infer import exact_log_likelihood, iwae_log_likelihood
 
     x = data.test
@@ -88,7 +106,7 @@ def _write_plots(model, data, history: dict, out: Path, seed: int) -> None:
 
     from ..plots import plot_prior_samples, plot_reconstructions, plot_training_curve
 
-    with torch.no_grad(), fixed_seed(seed):
+    with torch.no_grad(), fixed_seed(seed), _eval_mode(model):
         x = data.test[:10]
         x_rec = model.reconstruct(x)
         samples = model.sample_x(32)

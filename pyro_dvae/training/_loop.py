@@ -185,6 +185,7 @@ def train(
                 if out is not None:  # a replaced run's results no longer match the checkpoint
                     for name in RUN_OUTPUTS:
                         (out / name).unlink(missing_ok=True)
+            model.train()  # dropout and encoder noise on; evaluation switches them off
             while st.step < total_steps or st.perm is not None:
                 if st.perm is None:
                     st.epoch += 1

@@ -73,6 +73,8 @@ def _build(
         decoder_hidden=None if config.decoder_hidden is None else tuple(config.decoder_hidden),
         prior=config.prior,
         likelihood=config.likelihood,
+        dropout=config.dropout,
+        encoder_noise=config.encoder_noise,
     ).to(device)
     elbo = build_elbo(
         config.estimator,

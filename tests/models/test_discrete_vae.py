@@ -183,6 +183,9 @@ def test_learned_prior_logits_receive_gradients_through_svi(elbo_factory, latent
         (dict(data_dim=4, latent="2x3", likelihood="poisson"), "likelihood"),
         (dict(data_dim=4, latent="2x3", encoder_hidden=(0,)), "hidden"),
         (dict(data_dim=4, latent="2y3"), "cannot parse"),
+        (dict(data_dim=4, latent="2x3", dropout=1.0), r"dropout must be in \[0, 1\)"),
+        (dict(data_dim=4, latent="2x3", encoder_noise=-0.1), r"encoder_noise must be in"),
+        (dict(data_dim=4, latent="2x3", encoder_noise=0.1, likelihood="normal"), "bernoulli"),
     ],
 )
 def test_invalid_arguments(kwargs, fragment):
@@ -269,3 +272,43 @@ def test_training_gumbel_softmax_reaches_true_log_likelihood(synthetic):
         assert math.isfinite(loss)
     gap = true_ll - _test_ll(vae, ds)
     assert gap < GUMBEL_MARGIN, gap
+
+
+def _guide_logits(vae: DiscreteVAE, x: torch.Tensor) -> torch.Tensor:
+    trace = poutine.trace(vae.guide).get_trace(x)
+    return trace.nodes["z"]["fn"].base_dist.logits
+
+
+def test_encoder_noise_flips_the_encoders_input_in_training_only():
+    torch.manual_seed(0)
+    vae = DiscreteVAE(400, "3x4", encoder_hidden=(8,), encoder_noise=0.1)
+    x = torch.bernoulli(torch.full((50, 400), 0.3))
+    seen = []
+    vae.encoder.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    _guide_logits(vae, x)  # train mode (the default)
+    flipped = float((seen[-1] != x).float().mean())
+    # 20000 pixels, each flipped with p = 0.1: sd 0.0021, so +-0.01 is ~5 sd
+    assert abs(flipped - 0.1) < 0.01
+    assert set(seen[-1].unique().tolist()) <= {0.0, 1.0}
+    model_trace = poutine.trace(vae.model).get_trace(x)
+    assert torch.equal(model_trace.nodes["x"]["value"], x)  # the decoder scores the clean x
+    vae.eval()
+    clean = vae._latent_dist(vae.encode_logits(x)).base_dist.logits  # normalized like the guide's
+    assert torch.equal(_guide_logits(vae, x), clean)
+    assert torch.equal(seen[-2], x)
+
+
+def test_dropout_is_active_in_training_and_off_in_eval():
+    torch.manual_seed(0)
+    vae = DiscreteVAE(20, "20b", encoder_hidden=(64, 32), dropout=0.5)
+    assert sum(isinstance(m, torch.nn.Dropout) for m in vae.modules()) == 4  # 2 + 2 hidden
+    x = torch.bernoulli(torch.full((10, 20), 0.5))
+    assert not torch.equal(_guide_logits(vae, x), _guide_logits(vae, x))
+    vae.eval()
+    plain = x  # eval mode: the same network with the dropout layers skipped
+    for layer in vae.encoder:
+        if not isinstance(layer, torch.nn.Dropout):
+            plain = layer(plain)
+    assert torch.allclose(_guide_logits(vae, x), plain.reshape(10, 20))
+    z = torch.bernoulli(torch.full((10, 20), 0.5))
+    assert torch.equal(vae.likelihood(z).logits, vae.decode(z))
