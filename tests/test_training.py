@@ -504,8 +504,15 @@ def _strip(m: dict) -> dict:
         {"estimator": "score-function-baseline"},  # Pyro's decaying averages in the param store
         {"estimator": "nvil"},  # the neural baseline's own weights and Adam state
         {"lr_schedule": "cosine", "weight_decay": 0.1},  # AdamW, a rate that changes per step
+        {"dropout": 0.2, "encoder_noise": 0.05},  # random masks and flips from the torch RNG
     ],
-    ids=["gumbel-softmax-annealed", "score-function-baseline", "nvil", "cosine-lr-adamw"],
+    ids=[
+        "gumbel-softmax-annealed",
+        "score-function-baseline",
+        "nvil",
+        "cosine-lr-adamw",
+        "dropout-noise",
+    ],
 )
 def test_resume_mid_epoch_is_bitwise_identical(tmp_path, kwargs):
     cfg = tiny(epochs=2, max_steps=None, batch_size=300, prior="learned", **kwargs)  # 5 / epoch

@@ -136,6 +136,8 @@ def test_sigint_then_sigkill_then_resume_equals_uninterrupted(tmp_path, capsys):
         (["--on-nan", "ignore"], "invalid choice: 'ignore'"),
         (["--max-nan-skips", "0"], "max nan skips must be an integer >= 1"),
         (["--checkpoint-every", "0"], "checkpoint every must be an integer >= 1"),
+        (["--dropout", "1"], "dropout must be in [0, 1), got 1.0; pass e.g. --dropout 0.1"),
+        (["--encoder-noise", "nan"], "encoder noise must be in [0, 1), got nan"),
         (["--resume", "{tmp}/nowhere"], "nowhere does not exist; pass the --out directory"),
         (
             ["--estimator", "exact", "--latent", "20x10"],
