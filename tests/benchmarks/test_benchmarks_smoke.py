@@ -78,3 +78,12 @@ def test_m2_smoke_reports_every_estimator(tmp_path):
     for r in saved:  # one accuracy per epoch, the last equal to the table's
         assert [e for e, _ in r["accuracy_curve"]] == [1, 2]
         assert r["accuracy_curve"][-1][1] == r["test_accuracy"]
+
+
+def test_m2_smoke_labels_only_baseline_has_no_speedup():
+    text = _run("m2_semisupervised.py", "--epochs", "1", "--estimators", "enumerate", "labels-only")
+    rows = {
+        r.split("|")[2].strip(): r.split("|") for r in text.splitlines() if r.startswith("| 10 |")
+    }
+    assert set(rows) == {"enumerate", "labels-only"}, text
+    assert rows["labels-only"][4].strip() == "-" and rows["enumerate"][4].strip() == "1.00x"
