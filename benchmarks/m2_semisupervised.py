@@ -116,10 +116,29 @@ def load(args: argparse.Namespace):
     return data
 
 
+def grey_train_images(data_dir: str, n: int) -> torch.Tensor:
+    """The first ``n`` training images as intensities in [0, 1] (load_mnist's training split)."""
+    from pathlib import Path
+
+    from pyro_dvae.data.mnist import MNIST_FILES, read_idx
+
+    for suffix in ("", ".gz"):
+        path = Path(data_dir) / (MNIST_FILES["train_images"] + suffix)
+        if path.is_file():
+            images = torch.from_numpy(read_idx(path)[:n].astype("float32") / 255.0)
+            return images.reshape(n, -1)
+    raise SystemExit(f"--dynamic-binarization: no {MNIST_FILES['train_images']}[.gz] in {data_dir}")
+
+
 def run(name: str, classes: int, data, args: argparse.Namespace) -> dict:
     pyro.clear_param_store()
     pyro.set_rng_seed(args.seed)
     x_train, x_test = data.train, data.test
+    grey = grey_train_images(args.data_dir, len(x_train)) if args.dynamic_binarization else None
+
+    def images(index: torch.Tensor) -> torch.Tensor:  # fixed, or binarized afresh per batch
+        return x_train[index] if grey is None else torch.bernoulli(grey[index], generator=g)
+
     labels_train, labels_test = data.train_labels.long(), data.test_labels.long()
     g = torch.Generator().manual_seed(args.seed)
     per_class = args.labels // 10
@@ -145,9 +164,9 @@ def run(name: str, classes: int, data, args: argparse.Namespace) -> dict:
         t0 = time.perf_counter()
         for i in range(0, n, args.batch_size):
             if unlabelled:
-                svi.step(x_train[perm[i : i + args.batch_size]])
+                svi.step(images(perm[i : i + args.batch_size]))
             j = torch.randint(len(labelled), (args.batch_size,), generator=g)
-            svi.step(x_train[labelled[j]], y_labelled[j], weight=weight)
+            svi.step(images(labelled[j]), y_labelled[j], weight=weight)
         epoch_seconds.append(time.perf_counter() - t0)
         if args.log_every and (epoch % args.log_every == 0 or epoch == args.epochs):
             curve.append((epoch, m2.accuracy(x_test, labels_test)))  # not timed
@@ -237,6 +256,12 @@ def parse_args(argv=None) -> argparse.Namespace:
         "training images (0.002 for 100 of 50k), Kingma et al.'s objective, which counts\n"
         "every image once per epoch (each step draws a batch of labelled ones)",
     )
+    p.add_argument(
+        "--dynamic-binarization",
+        action="store_true",
+        help="binarize the training images afresh in every batch (MNIST intensities); the test\n"
+        "set keeps load_mnist's fixed binarization",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
     p.add_argument(
@@ -244,6 +269,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     p.add_argument("--json", default=None, help="also write the rows (and curves) to this file")
     args = p.parse_args(argv)
+    if args.smoke and args.dynamic_binarization:
+        p.error("--dynamic-binarization needs MNIST intensities; drop --smoke or the flag")
     if args.smoke:
         args.hidden, args.z_dim, args.classes = 32, 4, [10]
     return args

@@ -1,4 +1,4 @@
-"""The M2 benchmark's labelled-batch weighting: ``--labelled-weight`` scales the labelled ELBO,
+"""Options of the M2 benchmark. ``--labelled-weight`` scales the labelled ELBO,
 not Kingma et al.'s classification term (alpha stays per labelled example)."""
 
 from __future__ import annotations
@@ -44,3 +44,10 @@ def test_labelled_weight_scales_the_elbo_and_keeps_alpha(m2_module, weight):
 def test_labelled_weight_must_be_positive(m2_module):
     with pytest.raises(SystemExit):
         m2_module.parse_args(["--labelled-weight", "0"])
+
+
+def test_dynamic_binarization_needs_mnist(m2_module, tmp_path):
+    with pytest.raises(SystemExit):
+        m2_module.parse_args(["--smoke", "--dynamic-binarization"])
+    with pytest.raises(SystemExit, match="no train-images-idx3-ubyte"):
+        m2_module.grey_train_images(str(tmp_path), 10)
