@@ -120,27 +120,27 @@ def grey_train_images(data_dir: str, n: int) -> torch.Tensor:
     """The first ``n`` training images as intensities in [0, 1] (load_mnist's training split)."""
     from pathlib import Path
 
-    from pyro_dvae.data.mnist import MNIST_FILES, read_idx
+    from pyro_dvae.data.mnist import MNIST_FILES, _find, read_idx
 
-    for suffix in ("", ".gz"):
-        path = Path(data_dir) / (MNIST_FILES["train_images"] + suffix)
-        if path.is_file():
-            images = torch.from_numpy(read_idx(path)[:n].astype("float32") / 255.0)
-            return images.reshape(n, -1)
-    raise SystemExit(f"--dynamic-binarization: no {MNIST_FILES['train_images']}[.gz] in {data_dir}")
+    path = _find(Path(data_dir), MNIST_FILES["train_images"])  # the file load_mnist reads
+    if path is None:
+        raise SystemExit(f"--dynamic-binarization: no {MNIST_FILES['train_images']} in {data_dir}")
+    return torch.from_numpy(read_idx(path)[:n].astype("float32") / 255.0).reshape(n, -1)
 
 
-def run(name: str, classes: int, data, args: argparse.Namespace) -> dict:
+def run(
+    name: str, classes: int, data, args: argparse.Namespace, grey: torch.Tensor | None = None
+) -> dict:
+    """One estimator; ``grey``: training intensities to binarize afresh per batch, or None."""
     pyro.clear_param_store()
     pyro.set_rng_seed(args.seed)
     x_train, x_test = data.train, data.test
-    grey = grey_train_images(args.data_dir, len(x_train)) if args.dynamic_binarization else None
+    labels_train, labels_test = data.train_labels.long(), data.test_labels.long()
+    g = torch.Generator().manual_seed(args.seed)
 
     def images(index: torch.Tensor) -> torch.Tensor:  # fixed, or binarized afresh per batch
         return x_train[index] if grey is None else torch.bernoulli(grey[index], generator=g)
 
-    labels_train, labels_test = data.train_labels.long(), data.test_labels.long()
-    g = torch.Generator().manual_seed(args.seed)
     per_class = args.labels // 10
     labelled = torch.cat(
         [torch.nonzero(labels_train == c).flatten()[:per_class] for c in range(10)]
@@ -188,7 +188,8 @@ def main(args: argparse.Namespace) -> list[dict]:
     torch.set_num_threads(args.threads)
     pyro.enable_validation(False)
     data = load(args)
-    rows = [run(e, c, data, args) for c in args.classes for e in args.estimators]
+    grey = grey_train_images(args.data_dir, len(data.train)) if args.dynamic_binarization else None
+    rows = [run(e, c, data, args, grey) for c in args.classes for e in args.estimators]
     print(
         f"M2, {args.labels} labels, {args.epochs} epoch(s), batch {args.batch_size}, "
         f"threads {args.threads}, dataset {data.name}, labelled ELBO weight "
