@@ -38,12 +38,14 @@ CONFIGS: dict[str, tuple[dict, str, float | None]] = {
     "cat-gumbel": ({"latent": "20x10", "estimator": "gumbel-softmax", **ANNEAL}, "nelbo", 101.5),
     "cat-st": ({"latent": "20x10", "estimator": "st-gumbel", **ANNEAL}, "nelbo", 107.8),
     "cat-gumbel-rao": ({"latent": "20x10", "estimator": "gumbel-rao", **ANNEAL}, "nelbo", None),
+    "cat-reinmax": ({"latent": "20x10", "estimator": "reinmax"}, "nelbo", None),
     "cat-score-function": ({"latent": "20x10", "estimator": "score-function"}, "nelbo", 110.6),
     "cat-nvil": ({"latent": "20x10", "estimator": "nvil"}, "nelbo", None),
     "cat-vimco": ({"latent": "20x10", "estimator": "vimco", "num_particles": 5}, "nelbo", None),
     "bern-gumbel": ({"latent": "200b", "estimator": "gumbel-softmax", **ANNEAL}, "nelbo", 105.0),
     "bern-st": ({"latent": "200b", "estimator": "st-gumbel", **ANNEAL}, "nelbo", 111.5),
     "bern-gumbel-rao": ({"latent": "200b", "estimator": "gumbel-rao", **ANNEAL}, "nelbo", None),
+    "bern-reinmax": ({"latent": "200b", "estimator": "reinmax"}, "nelbo", None),
     "bern-concrete-nll": (
         {
             "latent": "200b",

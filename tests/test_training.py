@@ -277,7 +277,7 @@ def test_test_metrics_are_those_without_dropout_or_noise():
     assert ours == _evaluate(_without_dropout_or_noise(model), data, LatentSpec.parse("6b"), cfg)
 
 
-@pytest.mark.parametrize("estimator", ["gumbel-softmax", "st-gumbel", "gumbel-rao"])
+@pytest.mark.parametrize("estimator", ["gumbel-softmax", "st-gumbel", "gumbel-rao", "reinmax"])
 def test_kl_warmup_raises_the_kl_weight_linearly(estimator):
     seen = []
 

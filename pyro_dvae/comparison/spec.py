@@ -2,7 +2,8 @@
 
 ``NAME`` is one of :data:`~pyro_dvae.infer.ESTIMATORS`. Options (each at most once):
 
-- ``tau=T``: temperature of a relaxed estimator (``gumbel-softmax``, ``st-gumbel``, ``gumbel-rao``);
+- ``tau=T``: temperature of a relaxed estimator (``gumbel-softmax``, ``st-gumbel``,
+  ``gumbel-rao``, ``reinmax``);
 - ``kl=analytic|relaxed``: the KL term of ``gumbel-softmax`` (``st-gumbel``: ``analytic`` only);
 - ``particles=P``: samples per datum per step (every sampling estimator; ``vimco`` needs >= 2);
 - ``samples=M``: conditional Gumbel samples of ``gumbel-rao``;
@@ -116,7 +117,7 @@ def parse_spec(text: str) -> EstimatorSpec:
         Traceback (most recent call last):
         ...
         pyro_dvae.errors.DVAEInputError: option tau does not apply to estimator exact \
-(spec 'exact:tau=1'); it applies to gumbel-softmax, st-gumbel, gumbel-rao
+(spec 'exact:tau=1'); it applies to gumbel-softmax, st-gumbel, gumbel-rao, reinmax
     """
     spec = str(text).strip()
     name, *options = [part.strip() for part in spec.split(":")]

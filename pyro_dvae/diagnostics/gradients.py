@@ -328,7 +328,7 @@ def gradient_diagnostics(
     if not hasattr(elbo, "temperature"):
         raise DVAEInputError(
             f"{type(elbo).__name__} has no temperature; pass temperatures only for relaxed "
-            "estimators (GumbelSoftmaxELBO, GumbelRaoELBO)"
+            "estimators (GumbelSoftmaxELBO, GumbelRaoELBO, ReinMaxELBO)"
         )
     original = elbo.temperature
     try:

@@ -1,4 +1,4 @@
-"""Relaxed, straight-through and Gumbel-Rao distributions for discrete latent variables."""
+"""Relaxed, straight-through, Gumbel-Rao and ReinMax distributions for discrete latent variables."""
 
 from .broadcasting import (
     Bernoulli,
@@ -22,6 +22,7 @@ from .gumbel_rao import (
     gumbel_rao_straight_through,
 )
 from .linear_bernoulli import LinearBernoulliVector
+from .reinmax import ReinMaxBernoulli, ReinMaxOneHotCategorical, reinmax_bernoulli, reinmax_one_hot
 from .relaxed_bernoulli import ConcreteBernoulli, StraightThroughBernoulli
 
 __all__ = [
@@ -34,6 +35,8 @@ __all__ = [
     "GumbelRaoOneHotCategorical",
     "LinearBernoulliVector",
     "OneHotCategorical",
+    "ReinMaxBernoulli",
+    "ReinMaxOneHotCategorical",
     "StraightThroughBernoulli",
     "StraightThroughOneHotCategorical",
     "as_temperature",
@@ -42,5 +45,7 @@ __all__ = [
     "conditional_gumbel",
     "conditional_logistic",
     "gumbel_rao_straight_through",
+    "reinmax_bernoulli",
+    "reinmax_one_hot",
     "straight_through",
 ]

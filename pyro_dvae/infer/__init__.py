@@ -12,7 +12,8 @@ from .evaluation import discrete_elbo, iwae_log_likelihood
 from .exact_marginal_elbo import ExactMarginalELBO
 from .gumbel_rao_elbo import GumbelRaoELBO, GumbelRaoMessenger, gumbel_rao_distribution
 from .gumbel_softmax_elbo import KL_CHOICES, GumbelSoftmaxELBO
-from .relax import RelaxMessenger, discrete_counterpart, relax, relax_distribution
+from .reinmax_elbo import ReinMaxELBO, ReinMaxMessenger, reinmax_distribution
+from .relax import RelaxMessenger, discrete_counterpart, map_leaf, relax, relax_distribution
 from .schedules import ConstantTemperature, ExponentialDecayTemperature, TemperatureSchedule
 from .score_function_elbo import BASELINES, BaselineMessenger, NeuralBaseline, ScoreFunctionELBO
 from .torch_optim_svi import TorchOptimSVI
@@ -35,6 +36,8 @@ __all__ = [
     "GumbelSoftmaxELBO",
     "LatentEnumeration",
     "NeuralBaseline",
+    "ReinMaxELBO",
+    "ReinMaxMessenger",
     "RelaxMessenger",
     "ScoreFunctionELBO",
     "TemperatureSchedule",
@@ -47,7 +50,9 @@ __all__ = [
     "exact_posterior",
     "gumbel_rao_distribution",
     "iwae_log_likelihood",
+    "map_leaf",
     "relax",
+    "reinmax_distribution",
     "relax_distribution",
     "vimco_learning_signals",
 ]

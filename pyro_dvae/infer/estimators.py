@@ -10,6 +10,7 @@ from .enumeration import DEFAULT_MAX_CONFIGURATIONS
 from .exact_marginal_elbo import ExactMarginalELBO
 from .gumbel_rao_elbo import GumbelRaoELBO
 from .gumbel_softmax_elbo import GumbelSoftmaxELBO
+from .reinmax_elbo import ReinMaxELBO
 from .score_function_elbo import ScoreFunctionELBO
 from .vimco_elbo import VIMCOELBO
 
@@ -19,6 +20,7 @@ ESTIMATORS = (
     "gumbel-softmax",
     "st-gumbel",
     "gumbel-rao",
+    "reinmax",
     "enumerate",
     "exact",
     "score-function",
@@ -27,7 +29,7 @@ ESTIMATORS = (
     "vimco",
 )
 #: estimators whose gradient goes through a Gumbel-softmax relaxation (they take a temperature)
-RELAXED_ESTIMATORS = ("gumbel-softmax", "st-gumbel", "gumbel-rao")
+RELAXED_ESTIMATORS = ("gumbel-softmax", "st-gumbel", "gumbel-rao", "reinmax")
 #: estimators that enumerate every latent configuration (limited by ``max_configurations``)
 EXACT_ESTIMATORS = ("enumerate", "exact")
 
@@ -50,6 +52,7 @@ def build_elbo(
     - ``enumerate``: :class:`EnumeratedELBO` (expectation over q summed exactly);
     - ``exact``: :class:`ExactMarginalELBO` (log p(x), z summed out of the model);
     - ``gumbel-rao``: :class:`GumbelRaoELBO` with ``gumbel_rao_samples`` conditional samples;
+    - ``reinmax``: :class:`ReinMaxELBO` (second-order straight-through; ``kl`` analytic);
     - ``score-function``: :class:`ScoreFunctionELBO` without baseline (REINFORCE);
     - ``score-function-baseline``: with Pyro's decaying-average baseline;
     - ``nvil``: with a learned, input-dependent neural baseline;
@@ -82,6 +85,13 @@ def build_elbo(
     if estimator == "gumbel-rao":
         return GumbelRaoELBO(
             num_samples=gumbel_rao_samples,
+            temperature=temperature,
+            num_particles=num_particles,
+            vectorize_particles=num_particles > 1,
+            **nesting,
+        )
+    if estimator == "reinmax":
+        return ReinMaxELBO(
             temperature=temperature,
             num_particles=num_particles,
             vectorize_particles=num_particles > 1,

@@ -5,15 +5,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import torch
-from pyro.distributions import Independent
-from pyro.distributions.torch_distribution import ExpandedDistribution, MaskedDistribution
 from pyro.infer import Trace_ELBO
 from torch.distributions import Bernoulli, Distribution, OneHotCategorical
 
 from ..distributions.gumbel_rao import GumbelRaoBernoulli, GumbelRaoOneHotCategorical
 from ..errors import DVAEInputError
 from .gumbel_softmax_elbo import GumbelSoftmaxELBO
-from .relax import RelaxMessenger
+from .relax import RelaxMessenger, map_leaf
 
 __all__ = ["GumbelRaoELBO", "GumbelRaoMessenger", "gumbel_rao_distribution"]
 
@@ -33,15 +31,12 @@ def gumbel_rao_distribution(
         >>> type(gumbel_rao_distribution(d, 0.5, 10).base_dist).__name__
         'GumbelRaoOneHotCategorical'
     """
-    if isinstance(fn, Independent):
-        inner = gumbel_rao_distribution(fn.base_dist, temperature, num_samples)
-        return None if inner is None else Independent(inner, fn.reinterpreted_batch_ndims)
-    if isinstance(fn, ExpandedDistribution):
-        inner = gumbel_rao_distribution(fn.base_dist, temperature, num_samples)
-        return None if inner is None else inner.expand(fn.batch_shape)
-    if isinstance(fn, MaskedDistribution):
-        inner = gumbel_rao_distribution(fn.base_dist, temperature, num_samples)
-        return None if inner is None else MaskedDistribution(inner, fn._mask)
+    return map_leaf(fn, lambda leaf: _gumbel_rao_leaf(leaf, temperature, num_samples))
+
+
+def _gumbel_rao_leaf(
+    fn: Distribution, temperature: float | torch.Tensor, num_samples: int
+) -> Distribution | None:
     if isinstance(fn, (GumbelRaoOneHotCategorical, GumbelRaoBernoulli)):
         return fn
     if isinstance(fn, OneHotCategorical):

@@ -36,7 +36,13 @@ from ..distributions import (
 )
 from ..errors import DVAEInputError
 
-__all__ = ["RelaxMessenger", "discrete_counterpart", "relax", "relax_distribution"]
+__all__ = [
+    "RelaxMessenger",
+    "discrete_counterpart",
+    "map_leaf",
+    "relax",
+    "relax_distribution",
+]
 
 _DISCRETE_ATTR = "_pyro_dvae_discrete_fn"
 
@@ -64,6 +70,34 @@ def mark_relaxed(relaxed: Distribution, discrete: Distribution) -> Distribution:
     return relaxed
 
 
+def map_leaf(
+    fn: Distribution, replace: Callable[[Distribution], Distribution | None]
+) -> Distribution | None:
+    """``fn`` with its innermost distribution swapped for ``replace(leaf)``, or ``None`` where
+    ``replace`` returns ``None``; any nesting of ``Independent`` (``.to_event``),
+    ``ExpandedDistribution`` and ``MaskedDistribution`` around the leaf is rebuilt around the
+    replacement (shared by :func:`relax_distribution` and the Gumbel-Rao and ReinMax
+    counterparts).
+
+    Example:
+        >>> import pyro.distributions as dist
+        >>> d = dist.Bernoulli(logits=torch.zeros(4, 8)).to_event(1)
+        >>> new = map_leaf(d, lambda leaf: dist.Bernoulli(logits=leaf.logits + 1))
+        >>> new.event_shape, float(new.base_dist.logits[0, 0])
+        (torch.Size([8]), 1.0)
+    """
+    if isinstance(fn, Independent):
+        inner = map_leaf(fn.base_dist, replace)
+        return None if inner is None else Independent(inner, fn.reinterpreted_batch_ndims)
+    if isinstance(fn, ExpandedDistribution):
+        inner = map_leaf(fn.base_dist, replace)
+        return None if inner is None else inner.expand(fn.batch_shape)
+    if isinstance(fn, MaskedDistribution):
+        inner = map_leaf(fn.base_dist, replace)
+        return None if inner is None else MaskedDistribution(inner, fn._mask)
+    return replace(fn)
+
+
 def relax_distribution(
     fn: Distribution, temperature: float | torch.Tensor, straight_through: bool = False
 ) -> Distribution | None:
@@ -78,15 +112,12 @@ def relax_distribution(
         >>> type(relax_distribution(d, 0.5).base_dist).__name__
         'ConcreteOneHotCategorical'
     """
-    if isinstance(fn, Independent):
-        inner = relax_distribution(fn.base_dist, temperature, straight_through)
-        return None if inner is None else Independent(inner, fn.reinterpreted_batch_ndims)
-    if isinstance(fn, ExpandedDistribution):
-        inner = relax_distribution(fn.base_dist, temperature, straight_through)
-        return None if inner is None else inner.expand(fn.batch_shape)
-    if isinstance(fn, MaskedDistribution):
-        inner = relax_distribution(fn.base_dist, temperature, straight_through)
-        return None if inner is None else MaskedDistribution(inner, fn._mask)
+    return map_leaf(fn, lambda leaf: _relax_leaf(leaf, temperature, straight_through))
+
+
+def _relax_leaf(
+    fn: Distribution, temperature: float | torch.Tensor, straight_through: bool
+) -> Distribution | None:
     if isinstance(
         fn,
         (

@@ -190,7 +190,7 @@ class TrainConfig:
             raise DVAEInputError(
                 f"unknown likelihood {self.likelihood!r}; choose 'bernoulli' or 'normal'"
             )
-        if self.estimator in ("st-gumbel", "gumbel-rao") and self.kl == "relaxed":
+        if self.estimator in ("st-gumbel", "gumbel-rao", "reinmax") and self.kl == "relaxed":
             raise DVAEInputError(
                 f"--estimator {self.estimator} cannot use --kl relaxed: its hard one-hot sample "
                 "has zero density under the relaxed (Concrete) prior; use --kl analytic"
