@@ -7,6 +7,8 @@ from .broadcasting import (
     OneHotCategorical,
     broadcast_dot,
     collapse_expanded,
+    kl_bernoulli,
+    kl_one_hot_categorical,
 )
 from .concrete import (
     ConcreteOneHotCategorical,
@@ -45,6 +47,8 @@ __all__ = [
     "conditional_gumbel",
     "conditional_logistic",
     "gumbel_rao_straight_through",
+    "kl_bernoulli",
+    "kl_one_hot_categorical",
     "reinmax_bernoulli",
     "reinmax_one_hot",
     "straight_through",

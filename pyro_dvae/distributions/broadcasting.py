@@ -10,7 +10,7 @@ from pyro.distributions import Bernoulli as dist_Bernoulli
 from pyro.distributions import Independent, TorchDistribution
 from pyro.distributions import OneHotCategorical as dist_OneHotCategorical
 from pyro.distributions.util import sum_rightmost
-from torch.distributions import constraints
+from torch.distributions import constraints, register_kl
 
 __all__ = [
     "Bernoulli",
@@ -19,6 +19,8 @@ __all__ = [
     "OneHotCategorical",
     "broadcast_dot",
     "collapse_expanded",
+    "kl_bernoulli",
+    "kl_one_hot_categorical",
 ]
 
 
@@ -236,3 +238,59 @@ class OneHotCategorical(_SumsEventsBeforeBroadcasting, dist_OneHotCategorical):
             self._validate_sample(value)
         out = broadcast_dot(value, self.logits)
         return out.expand(torch.broadcast_shapes(out.shape, self.batch_shape))
+
+
+def _built_from_probs(d: torch.distributions.Distribution) -> bool:
+    """Whether ``d`` was given ``probs`` (torch then clamps the derived logits, so an exact 0
+    has to be read from the probabilities)."""
+    inner = getattr(d, "_categorical", d)
+    return inner._param is inner.__dict__.get("probs")
+
+
+def _bernoulli_log_masses(d: dist_Bernoulli) -> tuple[torch.Tensor, torch.Tensor]:
+    if _built_from_probs(d):
+        return d.probs.log(), torch.log1p(-d.probs)
+    return -F.softplus(-d.logits), -F.softplus(d.logits)
+
+
+def _weighted_log_ratio(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
+    """``p log(p / q)`` elementwise, 0 where ``p`` is 0 (its limit), inf where only ``q`` is."""
+    return torch.where(log_p == -torch.inf, 0.0, log_p.exp() * (log_p - log_q))
+
+
+@register_kl(Bernoulli, Bernoulli)
+def kl_bernoulli(p: dist_Bernoulli, q: dist_Bernoulli) -> torch.Tensor:
+    """KL(p || q) of two Bernoullis in log space: finite wherever it is.
+
+    ``torch``'s own rule returns ``inf`` as soon as ``q.probs`` rounds to 0 or 1 (a logit
+    beyond ~16.6 in float32), although the divergence is finite; a learned prior whose unused
+    units drift towards a deterministic bit reaches that in long trainings. Registered for this
+    package's :class:`Bernoulli`. Exact 0/1 probabilities (given as ``probs``) keep their
+    meaning: impossible under ``p`` contributes 0, impossible under ``q`` alone gives ``inf``.
+
+    Example:
+        >>> p, q = Bernoulli(logits=torch.tensor([0.0])), Bernoulli(logits=torch.tensor([17.0]))
+        >>> round(torch.distributions.kl_divergence(p, q).item(), 3)  # torch's rule gives inf
+        7.807
+    """
+    (log_p1, log_p0), (log_q1, log_q0) = _bernoulli_log_masses(p), _bernoulli_log_masses(q)
+    return _weighted_log_ratio(log_p1, log_q1) + _weighted_log_ratio(log_p0, log_q0)
+
+
+@register_kl(OneHotCategorical, OneHotCategorical)
+def kl_one_hot_categorical(p: dist_OneHotCategorical, q: dist_OneHotCategorical) -> torch.Tensor:
+    """KL(p || q) of two one-hot categoricals in log space, finite wherever it is (``torch``
+    turns any ``q.probs`` that underflows to 0 into ``inf``); exact zeros given as ``probs``
+    keep their meaning, as in :func:`kl_bernoulli`.
+
+    Example:
+        >>> p = OneHotCategorical(logits=torch.tensor([0.0, 0.0]))
+        >>> q = OneHotCategorical(logits=torch.tensor([0.0, -120.0]))
+        >>> round(torch.distributions.kl_divergence(p, q).item(), 3)  # torch's rule gives inf
+        59.307
+    """
+
+    def log_probs(d: dist_OneHotCategorical) -> torch.Tensor:
+        return d.probs.log() if _built_from_probs(d) else d.logits  # logits: normalized
+
+    return _weighted_log_ratio(log_probs(p), log_probs(q)).sum(-1)
