@@ -75,17 +75,18 @@ class ReinMaxELBO(GumbelSoftmaxELBO):
     :param temperature: the temperature of ``softmax(logits / temperature)`` in the estimator.
     :param kwargs: passed to :class:`~pyro.infer.Trace_ELBO` (``num_particles``, ...).
 
-    Example:
+    Example (one Bernoulli latent; the guide's logit gets a gradient through the hard sample):
         >>> import pyro, pyro.distributions as dist
         >>> def model(x):
         ...     with pyro.plate("data", len(x)):
-        ...         z = pyro.sample("z", dist.OneHotCategorical(logits=torch.zeros(3)))
-        ...         pyro.sample("x", dist.Normal(z[..., 0], 1.0), obs=x)
+        ...         z = pyro.sample("z", dist.Bernoulli(0.5))
+        ...         pyro.sample("x", dist.Normal(2.0 * z, 1.0), obs=x)
         >>> def guide(x):
-        ...     logits = pyro.param("q", torch.zeros(3))
         ...     with pyro.plate("data", len(x)):
-        ...         pyro.sample("z", dist.OneHotCategorical(logits=logits))
-        >>> loss = ReinMaxELBO(temperature=1.0).loss(model, guide, torch.zeros(4))
+        ...         pyro.sample("z", dist.Bernoulli(logits=pyro.param("p", torch.tensor(0.0))))
+        >>> loss = ReinMaxELBO().loss_and_grads(model, guide, torch.full((8,), 2.0))
+        >>> bool(pyro.param("p").unconstrained().grad < 0)  # descent raises q(z = 1)
+        True
     """
 
     def __init__(self, temperature: float = 1.0, **kwargs) -> None:
