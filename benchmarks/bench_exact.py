@@ -41,16 +41,12 @@ def matmul_gflops(
     a, b = operands or (torch.randn(n, n), torch.randn(n, n))
     n = a.shape[0]
     a @ b
-    return 2 * n**3 / _best_seconds(lambda: a @ b, repeats) / 1e9
-
-
-def _best_seconds(fn, repeats: int) -> float:
     best = math.inf
     for _ in range(repeats):
         t0 = time.perf_counter()
-        fn()
+        a @ b
         best = min(best, time.perf_counter() - t0)
-    return best
+    return 2 * n**3 / best / 1e9
 
 
 def flops_per_configuration(latent_dim: int, data_dim: int, num_data: int) -> float:

@@ -106,10 +106,6 @@ class ReinMaxOneHotCategorical(StraightThroughOneHotCategorical):
         ([1.0, 1.0], True)
     """
 
-    def expand(self, batch_shape, _instance=None):
-        logits = self.logits.expand(torch.Size(batch_shape) + self.event_shape)
-        return type(self)(self.temperature, logits=logits, validate_args=self._validate_args)
-
     def rsample(self, sample_shape: torch.Size = _EMPTY) -> torch.Tensor:
         logits = self.logits.expand(self._extended_shape(sample_shape))
         with torch.no_grad():
@@ -131,10 +127,6 @@ class ReinMaxBernoulli(StraightThroughBernoulli):
         >>> bool(((z == 0) | (z == 1)).all())
         True
     """
-
-    def expand(self, batch_shape, _instance=None):
-        logits = self.logits.expand(torch.Size(batch_shape))
-        return type(self)(self.temperature, logits=logits, validate_args=self._validate_args)
 
     def rsample(self, sample_shape: torch.Size = _EMPTY) -> torch.Tensor:
         logits = self.logits.expand(self._extended_shape(sample_shape))

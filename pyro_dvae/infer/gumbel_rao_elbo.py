@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import torch
-from pyro.infer import Trace_ELBO
 from torch.distributions import Bernoulli, Distribution, OneHotCategorical
 
 from ..distributions.gumbel_rao import GumbelRaoBernoulli, GumbelRaoOneHotCategorical
@@ -109,7 +108,5 @@ class GumbelRaoELBO(GumbelSoftmaxELBO):
         super().__init__(temperature=temperature, kl="analytic", straight_through=True, **kwargs)
         self.num_samples = int(num_samples)
 
-    def _get_trace(self, model, guide, args, kwargs):
-        handler = GumbelRaoMessenger(self.temperature, num_samples=self.num_samples)
-        # skip GumbelSoftmaxELBO's relax handler: the Gumbel-Rao handler takes its place
-        return Trace_ELBO._get_trace(self, handler(model), handler(guide), args, kwargs)
+    def _relax_handler(self) -> GumbelRaoMessenger:
+        return GumbelRaoMessenger(self.temperature, num_samples=self.num_samples)

@@ -11,7 +11,7 @@ from pyro.util import warn_if_nan
 from torch.distributions import kl_divergence
 
 from ..errors import DVAEInputError
-from .relax import discrete_counterpart, relax
+from .relax import RelaxMessenger, discrete_counterpart, relax
 
 __all__ = ["GumbelSoftmaxELBO", "KL_CHOICES"]
 
@@ -109,8 +109,13 @@ class GumbelSoftmaxELBO(Trace_ELBO):
             raise DVAEInputError(f"kl_weight must be >= 0, got {value}; pass e.g. 1.0 (the ELBO)")
         self._kl_weight = value
 
+    def _relax_handler(self) -> RelaxMessenger:
+        """The handler that swaps discrete latent sites for their relaxed counterparts
+        (subclasses with another estimator of the same sites return theirs)."""
+        return relax(temperature=self.temperature, straight_through=self.straight_through)
+
     def _get_trace(self, model, guide, args, kwargs):
-        handler = relax(temperature=self.temperature, straight_through=self.straight_through)
+        handler = self._relax_handler()
         return super()._get_trace(handler(model), handler(guide), args, kwargs)
 
     def _differentiable_loss_particle(self, model_trace, guide_trace):

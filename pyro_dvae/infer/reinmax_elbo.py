@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import torch
-from pyro.infer import Trace_ELBO
 from torch.distributions import Bernoulli, Distribution, OneHotCategorical
 
 from ..distributions.reinmax import ReinMaxBernoulli, ReinMaxOneHotCategorical
@@ -92,7 +91,5 @@ class ReinMaxELBO(GumbelSoftmaxELBO):
     def __init__(self, temperature: float = 1.0, **kwargs) -> None:
         super().__init__(temperature=temperature, kl="analytic", straight_through=True, **kwargs)
 
-    def _get_trace(self, model, guide, args, kwargs):
-        handler = ReinMaxMessenger(self.temperature)
-        # skip GumbelSoftmaxELBO's relax handler: the ReinMax handler takes its place
-        return Trace_ELBO._get_trace(self, handler(model), handler(guide), args, kwargs)
+    def _relax_handler(self) -> ReinMaxMessenger:
+        return ReinMaxMessenger(self.temperature)
