@@ -28,6 +28,7 @@ def register(sub: Any) -> None:
         True
     """
     from ..infer import KL_CHOICES
+    from ..models.discrete_vae import PRIORS
     from ..training import ESTIMATORS, LR_SCHEDULES, ON_NAN, TrainConfig
 
     d = TrainConfig()
@@ -48,7 +49,7 @@ def register(sub: Any) -> None:
     g.add_argument(
         "--decoder-hidden", type=hidden_sizes, default=None, metavar="H,H", help="default: mirror"
     )
-    g.add_argument("--prior", choices=("uniform", "learned"), default=d.prior)
+    g.add_argument("--prior", choices=PRIORS, default=d.prior)
     g.add_argument("--likelihood", choices=("bernoulli", "normal"), default=d.likelihood)
     g = p.add_argument_group("estimator")
     g.add_argument("--estimator", choices=ESTIMATORS, default=d.estimator)

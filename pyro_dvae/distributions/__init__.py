@@ -1,5 +1,7 @@
-"""Relaxed, straight-through, Gumbel-Rao and ReinMax distributions for discrete latent variables."""
+"""Relaxed, straight-through, Gumbel-Rao and ReinMax distributions for discrete latent variables,
+and an autoregressive prior over binary codes."""
 
+from .autoregressive_bernoulli import MAX_ENUMERATED_UNITS, AutoregressiveBernoulli
 from .broadcasting import (
     Bernoulli,
     BernoulliVector,
@@ -28,6 +30,7 @@ from .reinmax import ReinMaxBernoulli, ReinMaxOneHotCategorical, reinmax_bernoul
 from .relaxed_bernoulli import ConcreteBernoulli, StraightThroughBernoulli
 
 __all__ = [
+    "AutoregressiveBernoulli",
     "Bernoulli",
     "BernoulliVector",
     "BroadcastingIndependent",
@@ -36,6 +39,7 @@ __all__ = [
     "GumbelRaoBernoulli",
     "GumbelRaoOneHotCategorical",
     "LinearBernoulliVector",
+    "MAX_ENUMERATED_UNITS",
     "OneHotCategorical",
     "ReinMaxBernoulli",
     "ReinMaxOneHotCategorical",

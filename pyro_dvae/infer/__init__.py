@@ -17,6 +17,7 @@ from .relax import RelaxMessenger, discrete_counterpart, map_leaf, relax, relax_
 from .schedules import ConstantTemperature, ExponentialDecayTemperature, TemperatureSchedule
 from .score_function_elbo import BASELINES, BaselineMessenger, NeuralBaseline, ScoreFunctionELBO
 from .torch_optim_svi import TorchOptimSVI
+from .util import sampled_prior_kl
 from .vimco_elbo import VIMCOELBO, vimco_learning_signals
 
 __all__ = [
@@ -54,5 +55,6 @@ __all__ = [
     "relax",
     "reinmax_distribution",
     "relax_distribution",
+    "sampled_prior_kl",
     "vimco_learning_signals",
 ]

@@ -16,7 +16,13 @@ import torch
 from torch.distributions import kl_divergence
 
 from ..errors import DVAEInputError
-from .util import DataPlates, find_data_plates, per_datum_log_prob, sample_sites
+from .util import (
+    DataPlates,
+    find_data_plates,
+    per_datum_log_prob,
+    sample_sites,
+    sampled_prior_kl,
+)
 
 __all__ = ["discrete_elbo", "iwae_log_likelihood"]
 
@@ -35,8 +41,10 @@ def discrete_elbo(
     """Per-datum ELBO with hard samples from the discrete guide and exact discrete KL terms.
 
     ELBO(x) = E_q[log p(x | z)] - KL(q(z | x) || p(z)); the KL is analytic wherever
-    ``kl_divergence`` knows the pair (one-hot categorical, Bernoulli), else estimated from the
-    same samples. The reconstruction term is averaged over ``num_samples`` draws.
+    ``kl_divergence`` knows the pair (one-hot categorical, Bernoulli), from each unit's KL to
+    its prior conditional for an autoregressive prior
+    (:func:`~pyro_dvae.infer.sampled_prior_kl`), else estimated from the same samples. The
+    reconstruction term is averaged over ``num_samples`` draws.
 
     Example:
         >>> import pyro, pyro.distributions as dist
@@ -64,8 +72,11 @@ def discrete_elbo(
                 guide_site = guide_trace.nodes[site["name"]]
                 try:
                     kl = kl_divergence(guide_site["fn"], site["fn"])
-                    elbo = elbo - plates.reduce(kl, lead=0)
                 except NotImplementedError:
+                    kl = sampled_prior_kl(guide_site["fn"], site["fn"], guide_site["value"])
+                if kl is not None:
+                    elbo = elbo - plates.reduce(kl, lead=0)
+                else:
                     elbo = elbo + plates.reduce(site["log_prob"], 0)
                     elbo = elbo - plates.reduce(guide_site["log_prob"], 0)
             total = total + elbo

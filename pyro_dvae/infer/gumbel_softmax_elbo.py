@@ -12,6 +12,7 @@ from torch.distributions import kl_divergence
 
 from ..errors import DVAEInputError
 from .relax import RelaxMessenger, discrete_counterpart, relax
+from .util import sampled_prior_kl
 
 __all__ = ["GumbelSoftmaxELBO", "KL_CHOICES"]
 
@@ -131,10 +132,15 @@ class GumbelSoftmaxELBO(Trace_ELBO):
             guide_site = guide_trace.nodes[name]
             if self.kl == "analytic":
                 q = discrete_counterpart(guide_site["fn"])
-                p = discrete_counterpart(site["fn"])
-                if q is not None and p is not None:
-                    kl = kl + _scale_and_mask(kl_divergence(q, p), guide_site).sum()
-                    continue
+                if q is not None:
+                    p = discrete_counterpart(site["fn"])
+                    if p is not None:
+                        site_kl = kl_divergence(q, p)
+                    else:  # an autoregressive prior: KL estimated at the guide's sample
+                        site_kl = sampled_prior_kl(q, site["fn"], guide_site["value"])
+                    if site_kl is not None:
+                        kl = kl + _scale_and_mask(site_kl, guide_site).sum()
+                        continue
             if not guide_site["fn"].has_rsample:
                 raise DVAEInputError(
                     f"latent site '{name}' is neither discrete nor reparameterizable; "

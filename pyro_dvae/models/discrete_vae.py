@@ -10,14 +10,19 @@ import torch
 from torch import nn
 from torch.distributions import kl_divergence
 
-from ..distributions import Bernoulli, LinearBernoulliVector, OneHotCategorical
+from ..distributions import (
+    AutoregressiveBernoulli,
+    Bernoulli,
+    LinearBernoulliVector,
+    OneHotCategorical,
+)
 from ..errors import DVAEInputError
 from ..latent import LatentSpec
 
 __all__ = ["DiscreteVAE", "LIKELIHOODS", "PRIORS", "mlp"]
 
 LIKELIHOODS = ("bernoulli", "normal")
-PRIORS = ("uniform", "learned")
+PRIORS = ("uniform", "learned", "autoregressive")
 
 
 def mlp(in_dim: int, hidden: Sequence[int], out_dim: int, dropout: float = 0.0) -> nn.Sequential:
@@ -52,7 +57,11 @@ class DiscreteVAE(nn.Module):
     :param latent: a :class:`~pyro_dvae.LatentSpec` or a string like ``"4x8"`` or ``"20b"``.
     :param encoder_hidden: hidden widths of the encoder MLP.
     :param decoder_hidden: hidden widths of the decoder (default: the encoder's, mirrored).
-    :param prior: ``"uniform"`` or ``"learned"`` (prior logits are parameters).
+    :param prior: ``"uniform"``, ``"learned"`` (prior logits are parameters) or, for Bernoulli
+        latents, ``"autoregressive"``: a learned
+        :class:`~pyro_dvae.distributions.AutoregressiveBernoulli` prior (logits and a
+        lower-triangular ``N x N`` weight, initialized to the uniform prior) that can model
+        correlated codes; train it with a hard-sample estimator and ``kl="analytic"``.
     :param likelihood: ``"bernoulli"`` (binary data) or ``"normal"`` (learned per-feature scale).
     :param dropout: dropout probability after every hidden layer of the encoder and decoder, in
         training mode (``module.train()``, the default; ``eval()`` turns it off).
@@ -115,11 +124,18 @@ class DiscreteVAE(nn.Module):
             decoder_hidden = tuple(reversed(encoder_hidden))
         self.encoder = mlp(self.data_dim, encoder_hidden, spec.dim, self.dropout)
         self.decoder = mlp(spec.dim, decoder_hidden, self.data_dim, self.dropout)
+        if prior == "autoregressive" and spec.kind != "bernoulli":
+            raise DVAEInputError(
+                f"prior='autoregressive' needs Bernoulli latents (e.g. '200b'), got '{spec}'; "
+                "use prior='learned' for categorical latents"
+            )
         logits = torch.zeros(self._logit_shape)
-        if prior == "learned":
-            self.prior_logits = nn.Parameter(logits)
-        else:
+        if prior == "uniform":
             self.register_buffer("prior_logits", logits)
+        else:
+            self.prior_logits = nn.Parameter(logits)
+        if prior == "autoregressive":
+            self.prior_weight = nn.Parameter(torch.zeros(spec.groups, spec.groups))
         if likelihood == "normal":
             self.log_scale = nn.Parameter(torch.zeros(self.data_dim))
 
@@ -130,7 +146,10 @@ class DiscreteVAE(nn.Module):
         return Bernoulli(logits=logits).to_event(1)
 
     def prior(self) -> dist.TorchDistribution:
-        """p(z): ``OneHotCategorical(logits).to_event(1)`` over groups, or ``Bernoulli``."""
+        """p(z): ``OneHotCategorical(logits).to_event(1)`` over groups, ``Bernoulli``, or an
+        :class:`~pyro_dvae.distributions.AutoregressiveBernoulli`."""
+        if self.prior_kind == "autoregressive":
+            return AutoregressiveBernoulli(self.prior_logits, self.prior_weight)
         return self._latent_dist(self.prior_logits)
 
     def encode_logits(self, x: torch.Tensor) -> torch.Tensor:
@@ -209,6 +228,8 @@ class DiscreteVAE(nn.Module):
 
         A group whose mean KL over the data is ~0 carries no information about x ("inactive",
         collapsed onto the prior; Burda et al. 2016, arXiv:1509.00519, count active units).
+        For an autoregressive prior, unit i's term is KL(q_i || p(z_i | z_<i)) at one sample
+        ``z ~ q(z | x)`` (their sum is an unbiased estimate of the KL).
 
         Example:
             >>> vae = DiscreteVAE(6, "3x4", encoder_hidden=(8,))
@@ -216,6 +237,8 @@ class DiscreteVAE(nn.Module):
             torch.Size([5, 3])
         """
         q = self._latent_dist(self.encode_logits(x)).base_dist
+        if self.prior_kind == "autoregressive":
+            return kl_divergence(q, self.prior().conditionals(q.sample()).base_dist)
         p = self.prior().base_dist
         return kl_divergence(q, p.expand(q.batch_shape))
 

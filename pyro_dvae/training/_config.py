@@ -15,6 +15,7 @@ from typing import Any
 from ..errors import DVAEInputError, LatentSpaceTooLargeError
 from ..infer import ESTIMATORS, EXACT_ESTIMATORS, RELAXED_ESTIMATORS
 from ..latent import LatentSpec
+from ..models.discrete_vae import PRIORS
 from ..utils.device import resolve_device
 from ._limits import MAX_LATENT_UNITS, _big, _check_model_size, _enumeration_cost, _too_many
 
@@ -27,6 +28,9 @@ ON_NAN = ("stop", "skip")
 LR_SCHEDULES = ("constant", "cosine")
 _DATA_DIMS = {"digits": 64, "synthetic": 16, "mnist": 784}  # features of the named datasets
 _MAX_SEED = 2**32 - 1  # numpy's seed range
+#: estimators that can train an autoregressive prior: all but Gumbel-softmax, whose relaxed
+#: (non-binary) samples the prior cannot score
+AUTOREGRESSIVE_PRIOR_ESTIMATORS = tuple(e for e in ESTIMATORS if e != "gumbel-softmax")
 
 
 @dataclass
@@ -184,8 +188,25 @@ class TrainConfig:
                 raise DVAEInputError(
                     f"{name} hidden sizes must be >= 1, got {list(hidden)}; pass e.g. 256,128"
                 )
-        if self.prior not in ("uniform", "learned"):
-            raise DVAEInputError(f"unknown prior {self.prior!r}; choose 'uniform' or 'learned'")
+        if self.prior not in PRIORS:
+            raise DVAEInputError(f"unknown prior {self.prior!r}; choose one of {', '.join(PRIORS)}")
+        if self.prior == "autoregressive":
+            if spec.kind != "bernoulli":
+                raise DVAEInputError(
+                    f"--prior autoregressive needs Bernoulli latents (e.g. --latent 200b), got "
+                    f"'{spec}'; use --prior learned for categorical latents"
+                )
+            if self.estimator not in AUTOREGRESSIVE_PRIOR_ESTIMATORS:
+                raise DVAEInputError(
+                    f"--prior autoregressive scores hard binary codes; --estimator "
+                    f"{self.estimator} cannot train it; use one of "
+                    f"{', '.join(AUTOREGRESSIVE_PRIOR_ESTIMATORS)}"
+                )
+            if self.kl == "relaxed":
+                raise DVAEInputError(
+                    "--prior autoregressive has no relaxed (Concrete) counterpart; "
+                    "use --kl analytic"
+                )
         if self.likelihood not in ("bernoulli", "normal"):
             raise DVAEInputError(
                 f"unknown likelihood {self.likelihood!r}; choose 'bernoulli' or 'normal'"

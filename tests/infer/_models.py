@@ -151,3 +151,64 @@ def mixture_guide(x):
     b = pyro.param("enc_b", torch.tensor([0.1, 0.0, -0.2]))
     with pyro.plate("data", len(x)):
         pyro.sample("z", dist.OneHotCategorical(logits=x.unsqueeze(-1) * w + b))
+
+
+# ------------------------------------------------------------- autoregressive-prior model -----
+AR_PARAM_NAMES = ("bias", "weight", "w", "q")
+
+
+def autoregressive_params(n, d, b, seed=0):
+    """Random prior ``bias`` [n] and ``weight`` [n, n], decoder ``w`` [n, d], guide logits
+    ``q`` [b, n] and data ``x`` [b, d] for the autoregressive-prior model."""
+    g = torch.Generator().manual_seed(seed)
+    return {
+        "bias": torch.randn(n, generator=g, dtype=F64),
+        "weight": 2 * torch.randn(n, n, generator=g, dtype=F64),
+        "w": torch.randn(n, d, generator=g, dtype=F64),
+        "q": torch.randn(b, n, generator=g, dtype=F64),
+        "x": torch.randn(b, d, generator=g, dtype=F64),
+    }
+
+
+def autoregressive_model(sigma):
+    """``z ~ AutoregressiveBernoulli(bias, weight)``, ``x ~ Normal(z @ w, sigma)``."""
+    from pyro_dvae.distributions import AutoregressiveBernoulli
+
+    def model(x):
+        prior = AutoregressiveBernoulli(pyro.param("bias"), pyro.param("weight"))
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", prior)
+            pyro.sample("x", dist.Normal(z @ pyro.param("w"), sigma).to_event(1), obs=x)
+
+    return model
+
+
+def bernoulli_guide(x):
+    """q(z | x_b) = prod_i Bernoulli(sigmoid(q[b, i]))."""
+    with pyro.plate("data", x.shape[0]):
+        pyro.sample("z", dist.Bernoulli(logits=pyro.param("q")).to_event(1))
+
+
+def autoregressive_brute_log_prior(bias, weight, z):
+    """log p(z) of one code ``z`` [n], unit by unit: sum_i log Bernoulli(z_i; sigmoid(bias_i +
+    sum_{j<i} weight_ij z_j))."""
+    total = 0.0
+    for i in range(bias.shape[0]):
+        logit = bias[i] + (weight[i, :i] * z[:i]).sum()
+        total = total + torch.nn.functional.logsigmoid(logit if z[i] == 1 else -logit)
+    return total
+
+
+def autoregressive_brute_elbo(bias, weight, w, q, x, sigma):
+    """[B] ELBO of the autoregressive-prior model, summed over every code z in {0,1}^n with the
+    chain rule written out unit by unit (differentiable in every argument)."""
+    n = bias.shape[0]
+    lq1, lq0 = torch.nn.functional.logsigmoid(q), torch.nn.functional.logsigmoid(-q)
+    total = 0.0
+    for code in itertools.product((0.0, 1.0), repeat=n):
+        z = torch.tensor(code, dtype=F64)
+        log_prior = autoregressive_brute_log_prior(bias, weight, z)
+        log_q = sum(lq1[:, i] if code[i] else lq0[:, i] for i in range(n))
+        log_joint = log_prior + normal_log_prob(x, z @ w, sigma)
+        total = total + log_q.exp() * (log_joint - log_q)
+    return total
