@@ -80,10 +80,9 @@ def test_default_config_is_valid():
         ({"encoder_noise": 0.1, "likelihood": "normal"}, "needs --likelihood bernoulli"),
         ({"kl_warmup": -5}, r"kl warm-up must be an integer >= 0 \(steps\), got -5"),
         ({"kl_warmup": 10, "estimator": "exact"}, "--kl-warmup works with the relaxed estimators"),
-        ({"prior": "autoregressive"}, "needs Bernoulli latents .*--prior learned"),
         (
             {"prior": "autoregressive", "latent": "8b", "estimator": "gumbel-softmax"},
-            "scores hard binary codes; --estimator gumbel-softmax cannot train it",
+            "scores hard .* codes; --estimator gumbel-softmax cannot train it",
         ),
         (
             {"prior": "autoregressive", "latent": "8b", "estimator": "nvil", "kl": "relaxed"},

@@ -1,7 +1,11 @@
 """Relaxed, straight-through, Gumbel-Rao and ReinMax distributions for discrete latent variables,
-and an autoregressive prior over binary codes."""
+and autoregressive priors over discrete codes."""
 
-from .autoregressive_bernoulli import MAX_ENUMERATED_UNITS, AutoregressiveBernoulli
+from .autoregressive import (
+    MAX_ENUMERATED_CODES,
+    AutoregressiveBernoulli,
+    AutoregressiveOneHotCategorical,
+)
 from .broadcasting import (
     Bernoulli,
     BernoulliVector,
@@ -31,6 +35,7 @@ from .relaxed_bernoulli import ConcreteBernoulli, StraightThroughBernoulli
 
 __all__ = [
     "AutoregressiveBernoulli",
+    "AutoregressiveOneHotCategorical",
     "Bernoulli",
     "BernoulliVector",
     "BroadcastingIndependent",
@@ -39,7 +44,7 @@ __all__ = [
     "GumbelRaoBernoulli",
     "GumbelRaoOneHotCategorical",
     "LinearBernoulliVector",
-    "MAX_ENUMERATED_UNITS",
+    "MAX_ENUMERATED_CODES",
     "OneHotCategorical",
     "ReinMaxBernoulli",
     "ReinMaxOneHotCategorical",

@@ -12,6 +12,7 @@ from torch.distributions import kl_divergence
 
 from ..distributions import (
     AutoregressiveBernoulli,
+    AutoregressiveOneHotCategorical,
     Bernoulli,
     LinearBernoulliVector,
     OneHotCategorical,
@@ -57,11 +58,13 @@ class DiscreteVAE(nn.Module):
     :param latent: a :class:`~pyro_dvae.LatentSpec` or a string like ``"4x8"`` or ``"20b"``.
     :param encoder_hidden: hidden widths of the encoder MLP.
     :param decoder_hidden: hidden widths of the decoder (default: the encoder's, mirrored).
-    :param prior: ``"uniform"``, ``"learned"`` (prior logits are parameters) or, for Bernoulli
-        latents, ``"autoregressive"``: a learned
-        :class:`~pyro_dvae.distributions.AutoregressiveBernoulli` prior (logits and a
-        lower-triangular ``N x N`` weight, initialized to the uniform prior) that can model
-        correlated codes; train it with a hard-sample estimator and ``kl="analytic"``.
+    :param prior: ``"uniform"``, ``"learned"`` (prior logits are parameters) or
+        ``"autoregressive"``: a learned
+        :class:`~pyro_dvae.distributions.AutoregressiveBernoulli` (or
+        :class:`~pyro_dvae.distributions.AutoregressiveOneHotCategorical`) prior, logits and a
+        ``D x D`` weight over the ``D`` code coordinates, initialized to the uniform prior,
+        that can model correlated codes; train it with a hard-sample estimator and
+        ``kl="analytic"``.
     :param likelihood: ``"bernoulli"`` (binary data) or ``"normal"`` (learned per-feature scale).
     :param dropout: dropout probability after every hidden layer of the encoder and decoder, in
         training mode (``module.train()``, the default; ``eval()`` turns it off).
@@ -124,18 +127,13 @@ class DiscreteVAE(nn.Module):
             decoder_hidden = tuple(reversed(encoder_hidden))
         self.encoder = mlp(self.data_dim, encoder_hidden, spec.dim, self.dropout)
         self.decoder = mlp(spec.dim, decoder_hidden, self.data_dim, self.dropout)
-        if prior == "autoregressive" and spec.kind != "bernoulli":
-            raise DVAEInputError(
-                f"prior='autoregressive' needs Bernoulli latents (e.g. '200b'), got '{spec}'; "
-                "use prior='learned' for categorical latents"
-            )
         logits = torch.zeros(self._logit_shape)
         if prior == "uniform":
             self.register_buffer("prior_logits", logits)
         else:
             self.prior_logits = nn.Parameter(logits)
         if prior == "autoregressive":
-            self.prior_weight = nn.Parameter(torch.zeros(spec.groups, spec.groups))
+            self.prior_weight = nn.Parameter(torch.zeros(spec.dim, spec.dim))
         if likelihood == "normal":
             self.log_scale = nn.Parameter(torch.zeros(self.data_dim))
 
@@ -146,10 +144,15 @@ class DiscreteVAE(nn.Module):
         return Bernoulli(logits=logits).to_event(1)
 
     def prior(self) -> dist.TorchDistribution:
-        """p(z): ``OneHotCategorical(logits).to_event(1)`` over groups, ``Bernoulli``, or an
-        :class:`~pyro_dvae.distributions.AutoregressiveBernoulli`."""
+        """p(z): ``OneHotCategorical(logits).to_event(1)`` over groups, ``Bernoulli``, or their
+        autoregressive counterparts (``prior="autoregressive"``)."""
         if self.prior_kind == "autoregressive":
-            return AutoregressiveBernoulli(self.prior_logits, self.prior_weight)
+            cls = (
+                AutoregressiveOneHotCategorical
+                if self.latent.kind == "categorical"
+                else AutoregressiveBernoulli
+            )
+            return cls(self.prior_logits, self.prior_weight)
         return self._latent_dist(self.prior_logits)
 
     def encode_logits(self, x: torch.Tensor) -> torch.Tensor:
@@ -228,7 +231,7 @@ class DiscreteVAE(nn.Module):
 
         A group whose mean KL over the data is ~0 carries no information about x ("inactive",
         collapsed onto the prior; Burda et al. 2016, arXiv:1509.00519, count active units).
-        For an autoregressive prior, unit i's term is KL(q_i || p(z_i | z_<i)) at one sample
+        For an autoregressive prior, group i's term is KL(q_i || p(z_i | z_<i)) at one sample
         ``z ~ q(z | x)`` (their sum is an unbiased estimate of the KL).
 
         Example:

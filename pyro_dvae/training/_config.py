@@ -191,14 +191,9 @@ class TrainConfig:
         if self.prior not in PRIORS:
             raise DVAEInputError(f"unknown prior {self.prior!r}; choose one of {', '.join(PRIORS)}")
         if self.prior == "autoregressive":
-            if spec.kind != "bernoulli":
-                raise DVAEInputError(
-                    f"--prior autoregressive needs Bernoulli latents (e.g. --latent 200b), got "
-                    f"'{spec}'; use --prior learned for categorical latents"
-                )
             if self.estimator not in AUTOREGRESSIVE_PRIOR_ESTIMATORS:
                 raise DVAEInputError(
-                    f"--prior autoregressive scores hard binary codes; --estimator "
+                    f"--prior autoregressive scores hard (one-hot or binary) codes; --estimator "
                     f"{self.estimator} cannot train it; use one of "
                     f"{', '.join(AUTOREGRESSIVE_PRIOR_ESTIMATORS)}"
                 )

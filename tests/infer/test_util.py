@@ -24,7 +24,12 @@ from _models import (
     load_params,
 )
 
-from pyro_dvae.distributions import AutoregressiveBernoulli, Bernoulli
+from pyro_dvae.distributions import (
+    AutoregressiveBernoulli,
+    AutoregressiveOneHotCategorical,
+    Bernoulli,
+    OneHotCategorical,
+)
 from pyro_dvae.infer import (
     GumbelRaoELBO,
     GumbelSoftmaxELBO,
@@ -60,6 +65,20 @@ def test_sampled_prior_kl_is_unbiased_and_beats_the_plain_estimate():
     se = rb.std(0) / rb.shape[0] ** 0.5
     assert bool(((rb.mean(0) - truth).abs() < 5 * se).all()), (rb.mean(0), truth, se)
     assert bool((rb.var(0) < 0.5 * plain.var(0)).all())  # the per-unit sums remove noise
+
+
+def test_sampled_prior_kl_of_one_hot_groups_is_unbiased():
+    g = torch.Generator().manual_seed(5)
+    prior = AutoregressiveOneHotCategorical(
+        torch.randn(3, 4, generator=g, dtype=F64), 2 * torch.randn(12, 12, generator=g, dtype=F64)
+    )
+    q = OneHotCategorical(logits=torch.randn(B, 3, 4, generator=g, dtype=F64)).to_event(1)
+    codes = prior.enumerate_support(expand=False)  # [64, 3, 4]
+    log_q = q.log_prob(codes.unsqueeze(1))
+    truth = (log_q.exp() * (log_q - prior.log_prob(codes).unsqueeze(1))).sum(0)
+    rb = sampled_prior_kl(q, prior, q.sample((20_000,)))
+    se = rb.std(0) / rb.shape[0] ** 0.5
+    assert bool(((rb.mean(0) - truth).abs() < 5 * se).all()), (rb.mean(0), truth, se)
 
 
 def test_sampled_prior_kl_is_exact_for_a_factorized_prior_and_none_without_conditionals():

@@ -3,7 +3,6 @@ synthetic data from a known model whose exact test log p(x) is the target."""
 
 from __future__ import annotations
 
-import itertools
 import math
 
 import pyro
@@ -117,15 +116,19 @@ def test_learned_vs_uniform_prior():
     assert "discrete_vae$$$decoder.0.weight" in pyro.get_param_store()
 
 
-def test_autoregressive_prior_parameters_log_prob_and_kl_per_group():
-    vae = make("4b", prior="autoregressive")
+@pytest.mark.parametrize(
+    "latent, cls, dim", [("4b", "AutoregressiveBernoulli", 4), ("2x3", "AutoregressiveOneHot", 6)]
+)
+def test_autoregressive_prior_parameters_log_prob_and_kl_per_group(latent, cls, dim):
+    vae = make(latent, prior="autoregressive")
     names = dict(vae.named_parameters())
-    assert names["prior_weight"].shape == (4, 4) and names["prior_logits"].shape == (4,)
+    assert names["prior_weight"].shape == (dim, dim)
+    assert names["prior_logits"].shape == vae._logit_shape
     with torch.no_grad():
         vae.prior_weight.normal_()
     p = vae.prior()
-    assert type(p).__name__ == "AutoregressiveBernoulli" and p.event_shape == (4,)
-    codes = torch.tensor(list(itertools.product((0.0, 1.0), repeat=4)))
+    assert type(p).__name__.startswith(cls) and p.event_shape == vae._logit_shape
+    codes = p.enumerate_support(expand=False)
     assert abs(float(p.log_prob(codes).exp().sum().detach()) - 1) < 1e-5
     x = torch.bernoulli(torch.full((3, D), 0.5))
     # per-unit terms at one sample: their mean over draws is the exact KL (summed over codes)
@@ -134,10 +137,10 @@ def test_autoregressive_prior_parameters_log_prob_and_kl_per_group():
         log_q = q.log_prob(codes.unsqueeze(1))
         exact = (log_q.exp() * (log_q - p.log_prob(codes).unsqueeze(1))).sum(0)
     draws = torch.stack([vae.kl_per_group(x).sum(-1) for _ in range(4000)])
-    assert vae.kl_per_group(x).shape == (3, 4)
+    assert vae.kl_per_group(x).shape == (3, vae.latent.groups)
     se = draws.std(0) / 4000**0.5
     assert bool(((draws.mean(0) - exact).abs() < 5 * se + 1e-6).all()), (draws.mean(0), exact)
-    assert vae.sample_prior(5).shape == (5, 4)
+    assert vae.sample_prior(5).shape == (5,) + vae._logit_shape
 
 
 @pytest.mark.parametrize("latent", ["3x4", "5b"])
@@ -210,7 +213,6 @@ def test_learned_prior_logits_receive_gradients_through_svi(elbo_factory, latent
         (dict(data_dim=4, latent="2x3", dropout=1.0), r"dropout must be in \[0, 1\)"),
         (dict(data_dim=4, latent="2x3", encoder_noise=-0.1), r"encoder_noise must be in"),
         (dict(data_dim=4, latent="2x3", encoder_noise=0.1, likelihood="normal"), "bernoulli"),
-        (dict(data_dim=4, latent="2x3", prior="autoregressive"), "needs Bernoulli latents"),
     ],
 )
 def test_invalid_arguments(kwargs, fragment):
