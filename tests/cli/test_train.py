@@ -146,6 +146,11 @@ def test_sigint_then_sigkill_then_resume_equals_uninterrupted(tmp_path, capsys):
             "times (at least 6.4e+25 flops, about",
         ),
         (["--estimator", "enumerate", "--latent", "30x2"], "258 GB held at once"),
+        (
+            ["--prior", "autoregressive", "--estimator", "gumbel-softmax"],
+            "--prior autoregressive scores hard (one-hot or binary) codes; --estimator "
+            "gumbel-softmax cannot train it; use one of st-gumbel, gumbel-rao",
+        ),
     ],
 )
 def test_bad_input_exits_2_with_one_line(tmp_path, capsys, args, message):
