@@ -1,33 +1,48 @@
-"""The ELBO with its expectation over the guide summed exactly, in memory-bounded chunks."""
+"""The ELBO with its expectation over the guide's discrete sites summed exactly."""
 
 from __future__ import annotations
 
 import torch
 from pyro.infer import ELBO
+from pyro.infer.traceenum_elbo import _compute_dice_elbo
+from pyro.poutine import scale as scale_handler
 from pyro.util import warn_if_nan
 
 from ..errors import DVAEInputError
-from .enumeration import DEFAULT_MAX_CONFIGURATIONS, LatentEnumeration
+from .structured_enumeration import DEFAULT_MAX_CONFIGURATIONS, StructuredEnumeration
 
 __all__ = ["EnumeratedELBO"]
 
 
 class EnumeratedELBO(ELBO):
-    """ELBO = sum_z q(z|x) [log p(x, z) - log q(z|x)], summed exactly over every configuration.
+    """ELBO = E_q[log p(x, z) - log q(z|x)] with every discrete guide site summed exactly.
 
-    No sampling: the value and the gradient are exact. The joint latent space (all sites, all
-    ``.to_event`` groups) is walked in chunks (see :class:`~pyro_dvae.infer.LatentEnumeration`)
-    and the gradient is accumulated chunk by chunk, so peak memory is set by the chunk size, not
-    by K^N. This is the objective Pyro's ``TraceEnum_ELBO`` computes for a fully enumerated guide
-    (Pyro enumerates in parallel and needs one site per enumerated variable; here one site of N
-    groups of K classes is enough). A ``pyro.factor`` in the guide (inside the data plate) counts
-    as part of log q, as in Pyro's ``Trace_ELBO``; a classification bonus belongs in the model.
+    The user writes model and guide in plain Pyro syntax; nothing needs ``config_enumerate``:
+
+    - every discrete guide site is summed with its weight q (no sampling, so no variance from
+      it); a site with several units (``.to_event``: a VAE's N groups of K classes) is summed
+      over its K^N joint configurations, walked in memory-bounded blocks whose contributions
+      add up (peak memory follows the block size, ``chunk_size``, not K^N);
+    - every continuous guide site is sampled (reparameterized) once per enumerated
+      configuration of the discrete sites it depends on, e.g. q(z | x, y) of a semi-supervised
+      M2 model, ``num_particles`` times;
+    - a discrete model site with no guide site is summed inside the log (model-side
+      marginalization, e.g. a mixture VAE's cluster y with a guide q(z | x) only);
+    - plate-local and ``pyro.markov`` sites are summed by variable elimination, and subsampled
+      plates are scaled, both as in Pyro's ``TraceEnum_ELBO``.
+
+    Each block's value is Pyro's own ``TraceEnum_ELBO`` computation (tensor variable
+    elimination and the Dice expectation) on the block's enumerated traces, so loss and
+    gradients equal ``TraceEnum_ELBO`` with the guide's discrete sites enumerated, wherever
+    Pyro can enumerate the sites. A ``pyro.factor`` in the guide counts as part of log q, as in
+    Pyro's ELBOs; a classification bonus belongs in the model.
 
     Reference: Obermeyer et al., Tensor Variable Elimination for Plated Factor Graphs, ICML 2019,
     arXiv:1902.03210 (exact enumeration in Pyro).
 
-    :param max_configurations: refuse latent spaces larger than this.
-    :param chunk_size: configurations per chunk (default: chosen from a memory budget).
+    :param num_particles: draws of the continuous sites per step (averaged).
+    :param max_configurations: refuse coupled discrete sites with more joint configurations.
+    :param chunk_size: configurations per block (default: chosen from a memory budget).
 
     Example:
         >>> import pyro, pyro.distributions as dist
@@ -44,40 +59,64 @@ class EnumeratedELBO(ELBO):
 
     def __init__(
         self,
+        num_particles: int = 1,
         max_configurations: int = DEFAULT_MAX_CONFIGURATIONS,
         chunk_size: int | None = None,
     ) -> None:
-        super().__init__(num_particles=1)
+        if num_particles < 1:
+            raise DVAEInputError(f"num_particles must be >= 1, got {num_particles}")
+        super().__init__(num_particles=num_particles)
         self.max_configurations = max_configurations
         self.chunk_size = chunk_size
 
-    def _chunk_terms(self, space: LatentEnumeration, guide, values) -> torch.Tensor:
-        """q(z|x) [log p(x, z) - log q(z|x) - guide factors], ``[C, num_data]``."""
-        log_q, log_factors = space.log_guide_terms(guide, values)
-        if log_q is None:
-            raise DVAEInputError(
-                f"{type(self).__name__} sums E_q over the guide's latent sites, but the guide "
-                "samples none of the model's latents; declare q(z|x) in the guide or use "
-                "ExactMarginalELBO"
-            )
-        cost = space.log_joint(values) - log_q
-        if log_factors is not None:  # pyro.factor in the guide counts as log q, as in Trace_ELBO
-            cost = cost - log_factors
-        return log_q.exp() * cost
+    def _space(self, model, guide, args, kwargs) -> StructuredEnumeration:
+        return StructuredEnumeration(
+            model,
+            guide,
+            args,
+            kwargs,
+            guide_side=True,
+            max_configurations=self.max_configurations,
+            chunk_size=self.chunk_size,
+        )
 
-    def _chunk_elbos(self, model, guide, args, kwargs):
-        space = LatentEnumeration(model, args, kwargs, self.max_configurations)
-        for values in space.chunks(self.chunk_size):
-            yield self._chunk_terms(space, guide, values).sum()
+    def _block_elbos(self, model, guide, args, kwargs):
+        """Each block's (and particle's) share of the ELBO, a differentiable scalar."""
+        space = self._space(model, guide, args, kwargs)
+        for _ in range(self.num_particles):
+            for block in space.blocks:
+                elbo = _compute_dice_elbo(*space.traces(block))
+                yield torch.as_tensor(elbo) / self.num_particles
 
     def per_datum(self, model, guide, *args, **kwargs) -> torch.Tensor:
-        """The exact ELBO of each datum, ``[num_data]`` (no gradient)."""
-        space = LatentEnumeration(model, args, kwargs, self.max_configurations)
+        """The ELBO of each datum (elements of the outermost plate holding every site),
+        ``[num_data]``, averaged over ``num_particles`` (no gradient returned).
+
+        Computed as the gradient of the total ELBO with respect to a per-datum weight (the
+        ELBO is linear in it), so it is exactly the per-datum split of :meth:`loss`.
+        """
+        space = self._space(model, guide, args, kwargs)
+        if space.model_enumerated:
+            raise DVAEInputError(
+                "per_datum needs the discrete sites summed in the guide; sites "
+                f"{sorted(space.model_enumerated)} have no guide site"
+            )
+        if not space.data_frames:
+            return -torch.tensor([self.loss(model, guide, *args, **kwargs)])
+        _, dim, size = space.data_frames[0]
+        dtype = next(
+            (a.dtype for a in args if torch.is_tensor(a) and a.is_floating_point()),
+            torch.get_default_dtype(),
+        )
+        weight = torch.ones((size,) + (1,) * (-1 - dim), dtype=dtype, requires_grad=True)
         total = 0.0
-        with torch.no_grad():
-            for values in space.chunks(self.chunk_size):
-                total = total + self._chunk_terms(space, guide, values).sum(0)
-        return total
+        for _ in range(self.num_particles):
+            for block in space.blocks:
+                with scale_handler(scale=weight):
+                    traces = space.traces(block)
+                total = total + _compute_dice_elbo(*traces)
+        (grad,) = torch.autograd.grad(total, weight)
+        return grad.reshape(-1) / self.num_particles
 
     def _get_trace(self, model, guide, args, kwargs):
         raise NotImplementedError(
@@ -86,17 +125,17 @@ class EnumeratedELBO(ELBO):
 
     def loss(self, model, guide, *args, **kwargs) -> float:
         with torch.no_grad():
-            loss = -sum(float(e) for e in self._chunk_elbos(model, guide, args, kwargs))
+            loss = -sum(float(e) for e in self._block_elbos(model, guide, args, kwargs))
         warn_if_nan(loss, "loss")
         return loss
 
     def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
-        """The negative ELBO as a differentiable tensor (holds every chunk's graph)."""
-        return -sum(self._chunk_elbos(model, guide, args, kwargs))
+        """The negative ELBO as a differentiable tensor (holds every block's graph)."""
+        return -sum(self._block_elbos(model, guide, args, kwargs))
 
     def loss_and_grads(self, model, guide, *args, **kwargs) -> float:
         loss = 0.0
-        for elbo in self._chunk_elbos(model, guide, args, kwargs):
+        for elbo in self._block_elbos(model, guide, args, kwargs):
             if elbo.requires_grad:
                 (-elbo).backward()
             loss -= float(elbo.detach())

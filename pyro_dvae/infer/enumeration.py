@@ -25,6 +25,7 @@ from pyro.distributions.torch_distribution import ExpandedDistribution, MaskedDi
 from torch.distributions import Distribution
 
 from ..errors import DVAEInputError, LatentSpaceTooLargeError
+from .structured_enumeration import StructuredEnumeration
 from .util import DataPlates, find_data_plates, per_datum_log_prob, sample_sites
 
 __all__ = [
@@ -226,10 +227,17 @@ def exact_log_likelihood(
     chunk_size: int | None = None,
     **kwargs,
 ) -> torch.Tensor:
-    """Exact log p(x) per datum, summing p(x, z) over every joint latent configuration.
+    """Exact log p(x) per datum, every discrete latent site summed out.
 
-    Memory is bounded by ``chunk_size`` configurations at a time (chosen automatically), not by
-    K^N. Raises :class:`~pyro_dvae.errors.LatentSpaceTooLargeError` above ``max_configurations``.
+    The sum follows the model's structure (:class:`~pyro_dvae.infer.StructuredEnumeration`):
+    sites local to a nested plate are summed per plate element, ``pyro.markov`` chains by
+    variable elimination (linear in their length), and the coupled sites of the data plate (a
+    decoder's latent groups) jointly in memory-bounded chunks of ``chunk_size``
+    configurations. A datum is one element of the outermost plate that holds every site.
+    Raises :class:`~pyro_dvae.errors.LatentSpaceTooLargeError` when the coupled sites exceed
+    ``max_configurations``, and :class:`~pyro_dvae.errors.DVAEInputError` for a continuous
+    latent (no exact sum: use :func:`~pyro_dvae.infer.iwae_log_likelihood`) or a subsampled
+    data plate.
 
     Example:
         >>> import pyro, pyro.distributions as dist
@@ -240,13 +248,29 @@ def exact_log_likelihood(
         >>> exact_log_likelihood(model, torch.zeros(2)).shape
         torch.Size([2])
     """
-    space = LatentEnumeration(model, args, kwargs, max_configurations)
-    total = None
-    with torch.no_grad():
-        for values in space.chunks(chunk_size):
-            lse = space.log_joint(values).logsumexp(0)
-            total = lse if total is None else torch.logaddexp(total, lse)
-    return total
+    try:
+        space = StructuredEnumeration(
+            model,
+            None,
+            args,
+            kwargs,
+            guide_side=False,
+            max_configurations=max_configurations,
+            chunk_size=chunk_size,
+        )
+    except DVAEInputError as error:
+        if "cannot be summed exactly" in str(error):
+            raise DVAEInputError(
+                str(error).split(", which")[0] + ", which cannot be summed exactly: log p(x) "
+                "has no exact value here; use iwae_log_likelihood(model, guide, ...)"
+            ) from None
+        raise
+    if space.subsampled:
+        raise DVAEInputError(
+            "the data plate is subsampled; exact and per-datum evaluation need the full "
+            "plate: pass the evaluation batch as data instead of subsampling"
+        )
+    return space.log_marginal()
 
 
 def exact_posterior(

@@ -118,15 +118,18 @@ def test_guide_factor_counts_as_log_q_like_trace_elbo():
     assert not torch.allclose(got, brute_elbo(p["prior"], p["w"], p["q"], p["x"]))
 
 
-def test_guide_factor_outside_the_data_plate_is_refused():
+def test_guide_factor_outside_the_data_plate_counts_once():
+    """A global ``pyro.factor`` in the guide counts once as part of log q (as in Pyro's
+    ELBOs), not once per datum or per configuration; per-datum values leave it out."""
     p = setup_params()
 
     def guide_global_factor(x):
         guide(x)
-        pyro.factor("f", torch.tensor(1.0, dtype=F64), has_rsample=False)
+        pyro.factor("f", torch.tensor(1.5, dtype=F64), has_rsample=False)
 
-    with pytest.raises(DVAEInputError, match="guide site 'f' .* outside the data plate"):
-        EnumeratedELBO().loss(model, guide_global_factor, p["x"])
+    expected = brute_elbo(p["prior"], p["w"], p["q"], p["x"])
+    got = EnumeratedELBO(chunk_size=4).loss(model, guide_global_factor, p["x"])
+    assert got == pytest.approx(-float(expected.sum()) + 1.5, rel=1e-9)
 
 
 # ---- two latent sites, guide q(z1|x) q(z2|z1,x) set to the exact posterior: ELBO = log p(x) --

@@ -1,0 +1,472 @@
+"""Exact sums over a model's discrete sites that follow its structure (one engine for every
+exact objective).
+
+Each discrete latent site is enumerated with Pyro's own parallel enumeration
+(:class:`~pyro.poutine.enum_messenger.EnumMessenger`) and the resulting factors are summed out
+by Pyro's tensor variable elimination (:func:`pyro.ops.contract.contract_to_tensor`, the
+contraction behind ``TraceEnum_ELBO``), so that
+
+- a site local to a plate (inside a nested ``pyro.plate``) is summed per plate element: cost
+  linear in the plate size;
+- a ``pyro.markov`` chain is summed by variable elimination: cost linear in its length, S^2
+  per step for S states;
+- a continuous site is sampled from the guide (reparameterized) once per enumerated
+  configuration of the discrete sites upstream of it;
+- the *coupled group*, the discrete sites that sit directly in the data plates outside any
+  ``pyro.markov`` context (those a decoder may couple, as in a VAE), is enumerated jointly.
+  A site with several discrete units in its event (``.to_event``: a VAE's N one-hot groups or
+  N Bernoulli units, which Pyro itself cannot enumerate) gets its K^N joint configurations.
+  When the group's joint size exceeds the chunk size (from a memory budget), it is walked in
+  *blocks*: each site's support is restricted to a slice, and the blocks' results are added
+  (guide-side sums, which are expectations) or log-sum-exp'ed (model-side sums), so that peak
+  memory follows the block size, not K^N.
+
+Reference: Obermeyer et al., Tensor Variable Elimination for Plated Factor Graphs, ICML 2019,
+arXiv:1902.03210.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import pyro.poutine as poutine
+import torch
+from pyro.distributions import Independent, TorchDistribution
+from pyro.distributions.torch_distribution import ExpandedDistribution, MaskedDistribution
+from pyro.infer.enum import get_importance_trace
+from pyro.infer.traceenum_elbo import _compute_model_factors
+from pyro.ops import packed
+from pyro.ops.contract import contract_to_tensor
+from pyro.poutine.enum_messenger import EnumMessenger
+from pyro.poutine.messenger import Messenger
+from pyro.poutine.util import site_is_subsample
+from torch.distributions import Distribution
+
+from ..errors import DVAEInputError, LatentSpaceTooLargeError
+
+__all__ = ["StructuredEnumeration"]
+
+DEFAULT_MAX_CONFIGURATIONS = 2**20
+DEFAULT_MEMORY_BUDGET = 256 * 2**20  # bytes per block for the largest per-block tensors
+
+
+def _leaf(fn: Distribution) -> Distribution:
+    while isinstance(fn, (Independent, ExpandedDistribution, MaskedDistribution)):
+        fn = fn.base_dist
+    return fn
+
+
+def _is_discrete(fn: Distribution) -> bool:
+    return bool(getattr(_leaf(fn), "has_enumerate_support", False))
+
+
+class _BlockSupport(TorchDistribution):
+    """A site's distribution whose enumeration yields one block of its joint configurations.
+
+    ``support`` has shape ``[C, *(1,) * len(batch_shape), *event_shape]``. Densities are the
+    wrapped distribution's, so a block of the support is summed with its true weights.
+    """
+
+    has_enumerate_support = True
+
+    def __init__(self, base: Distribution, support: torch.Tensor) -> None:
+        self.base = base
+        self.block = support
+        super().__init__(base.batch_shape, base.event_shape, validate_args=False)
+
+    @property
+    def support(self):
+        return self.base.support
+
+    def enumerate_support(self, expand: bool = True) -> torch.Tensor:
+        if expand:
+            shape = (self.block.shape[0],) + tuple(self.batch_shape) + tuple(self.event_shape)
+            return self.block.expand(shape)
+        return self.block
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        return self.base.log_prob(value)
+
+    def sample(self, sample_shape=torch.Size()) -> torch.Tensor:
+        return self.base.sample(sample_shape)
+
+
+@dataclass
+class _CoupledSite:
+    """A discrete site of the coupled group: its joint support is indexed 0..size-1."""
+
+    name: str
+    leaf_support: torch.Tensor  # [K, *leaf_event_shape]
+    units_shape: tuple[int, ...]  # event dims reinterpreted from the leaf's batch (N groups)
+
+    @property
+    def num_categories(self) -> int:
+        return self.leaf_support.shape[0]
+
+    @property
+    def num_units(self) -> int:
+        return math.prod(self.units_shape)
+
+    @property
+    def size(self) -> int:
+        return self.num_categories**self.num_units
+
+    @property
+    def needs_joint_support(self) -> bool:
+        return len(self.units_shape) > 0  # Pyro cannot enumerate reinterpreted batch dims
+
+    def values(self, start: int, stop: int, batch_ndim: int) -> torch.Tensor:
+        """Configurations ``start..stop-1``, shaped for ``enumerate_support(expand=False)`` of
+        a distribution with ``batch_ndim`` batch dims."""
+        k, m = self.num_categories, self.num_units
+        index = torch.arange(start, stop)
+        powers = k ** torch.arange(m - 1, -1, -1)
+        digits = (index.unsqueeze(-1) // powers) % k  # [C, M], last unit varies fastest
+        value = self.leaf_support[digits.to(self.leaf_support.device)]
+        leaf_event = tuple(self.leaf_support.shape[1:])
+        shape = (stop - start,) + (1,) * batch_ndim + self.units_shape + leaf_event
+        return value.reshape(shape)
+
+
+@dataclass
+class _Block:
+    """One block of the coupled group: ``site -> (start, stop)`` slices of joint supports."""
+
+    slices: dict[str, tuple[int, int]] = field(default_factory=dict)
+
+
+class _EnumerateDiscrete(Messenger):
+    """Marks every discrete, unobserved sample site of ``names`` for parallel enumeration and
+    restricts the coupled sites to the current block's slice of their joint support."""
+
+    def __init__(self, names: set[str], coupled: dict[str, _CoupledSite], block: _Block) -> None:
+        super().__init__()
+        self.names = names
+        self.coupled = coupled
+        self.block = block
+
+    def _pyro_sample(self, msg) -> None:
+        name = msg["name"]
+        if msg["is_observed"] or name not in self.names:
+            return
+        msg["infer"] = dict(msg["infer"] or {}, enumerate="parallel")
+        site = self.coupled.get(name)
+        if site is None:
+            return
+        start, stop = self.block.slices.get(name, (0, site.size))
+        if site.needs_joint_support or (start, stop) != (0, site.size):
+            fn = msg["fn"]
+            msg["fn"] = _BlockSupport(fn, site.values(start, stop, len(fn.batch_shape)))
+
+
+def _plates(site: dict) -> frozenset:
+    return frozenset(
+        (f.name, f.dim, f.size) for f in site["cond_indep_stack"] if f.vectorized and f.dim
+    )
+
+
+def summarize_sizes(sizes: list[tuple[int, int]]) -> str:
+    """``[(K, M), ...]`` as ``"3^30 x 8^5 = 1.1e+19"``, repeated bases combined."""
+    exponents: Counter = Counter()
+    for k, m in sizes:
+        exponents[k] += m
+    total = math.prod(k**m for k, m in exponents.items())
+    parts = " x ".join(f"{k}^{m}" for k, m in sorted(exponents.items()))
+    return f"{parts} = {float(total):.3g}"
+
+
+class StructuredEnumeration:
+    """The discrete sites of a model (and guide) and how they are summed exactly.
+
+    :param model, guide: Pyro functions (``guide=None``: sum every discrete site in the model).
+    :param args, kwargs: their arguments (the data).
+    :param guide_side: enumerate the guide's discrete sites in the guide (an expectation under
+        q, as ``EnumeratedELBO``); else every discrete model site is summed in the model (its
+        marginal likelihood, as ``ExactMarginalELBO``) and the guide may only sample
+        continuous sites.
+    :param max_configurations: refuse a coupled group with more joint configurations.
+    :param chunk_size: configurations per block of the coupled group (default: from a
+        memory budget of 256 MB for the per-block tensors).
+
+    Example:
+        >>> import pyro, pyro.distributions as dist
+        >>> def hmm(x):
+        ...     z = 0
+        ...     for t in pyro.markov(range(len(x))):
+        ...         p = torch.tensor([[0.9, 0.1], [0.2, 0.8]])[z]
+        ...         z = pyro.sample(f"z{t}", dist.Categorical(p))
+        ...         pyro.sample(f"x{t}", dist.Normal(z * 1.0, 1.0), obs=x[t])
+        >>> space = StructuredEnumeration(hmm, args=(torch.zeros(50),))
+        >>> space.log_marginal().shape
+        torch.Size([1])
+    """
+
+    def __init__(
+        self,
+        model: Callable,
+        guide: Callable | None = None,
+        args: tuple = (),
+        kwargs: dict | None = None,
+        *,
+        guide_side: bool = True,
+        max_configurations: int = DEFAULT_MAX_CONFIGURATIONS,
+        chunk_size: int | None = None,
+    ) -> None:
+        self.model = model
+        self.guide = guide
+        self.args = args
+        self.kwargs = kwargs or {}
+        self.guide_side = guide_side
+        with torch.no_grad(), poutine.block(hide_types=["param"]):
+            guide_trace = poutine.trace(guide).get_trace(*args, **self.kwargs) if guide else None
+            replayed = poutine.replay(model, trace=guide_trace) if guide else model
+            model_trace = poutine.trace(replayed).get_trace(*args, **self.kwargs)
+        self._describe(model_trace, guide_trace, max_configurations)
+        self.blocks_size = self._block_capacity(model_trace, chunk_size)
+        self._plan_blocks()
+
+    # ---------------------------------------------------------------- analysis ----------
+    def _describe(self, model_trace, guide_trace, max_configurations: int) -> None:
+        model_sites = [s for s in model_trace.nodes.values() if _is_sample(s)]
+        guide_sites = (
+            [s for s in guide_trace.nodes.values() if _is_sample(s)] if guide_trace else []
+        )
+        guide_latent = {s["name"]: s for s in guide_sites if not s["is_observed"]}
+        nesting = 0
+        for site in model_sites + guide_sites:
+            for f in site["cond_indep_stack"]:
+                if f.vectorized and f.dim is not None:
+                    nesting = max(nesting, -f.dim)
+        self.max_plate_nesting = nesting
+        frames = [_plates(s) for s in model_sites]
+        # the data plate: the outermost plate holding every site (a datum is one of its
+        # elements; plates nested inside it are summed within the datum)
+        common = sorted(frozenset.intersection(*frames) if frames else (), key=_dim)
+        self.data_frames = common[:1]
+        self.subsampled = any(
+            f.full_size not in (None, f.size)
+            for s in model_sites
+            for f in s["cond_indep_stack"]
+            if f.vectorized and (f.name, f.dim, f.size) in set(self.data_frames)
+        )
+        self.guide_enumerated: set[str] = set()
+        self.model_enumerated: set[str] = set()
+        self.continuous: set[str] = set()
+        for site in model_sites:
+            name = site["name"]
+            if site["is_observed"]:
+                continue
+            in_guide = name in guide_latent
+            discrete = _is_discrete(site["fn"])
+            if in_guide and discrete != _is_discrete(guide_latent[name]["fn"]):
+                raise DVAEInputError(
+                    f"site '{name}' is discrete in one of model and guide and continuous in the "
+                    "other; give it the same kind of distribution in both"
+                )
+            if not discrete:
+                if not in_guide:
+                    raise DVAEInputError(
+                        f"latent site '{name}' has a {type(_leaf(site['fn'])).__name__} "
+                        "distribution, which cannot be summed exactly, and no guide site; add "
+                        f"q({name} | x) to the guide (it is then sampled) or make '{name}' discrete"
+                    )
+                self.continuous.add(name)
+            elif in_guide and self.guide_side:
+                self.guide_enumerated.add(name)
+            else:
+                self.model_enumerated.add(name)
+        for name, site in guide_latent.items():
+            if name not in model_trace.nodes:
+                continue
+            if not self.guide_side and name in self.model_enumerated and self.continuous:
+                raise DVAEInputError(
+                    f"guide site '{name}' is discrete but this objective sums the model's "
+                    "discrete sites in the model; remove it from the guide (keep q of the "
+                    "continuous sites only) or sum it in the guide with EnumeratedELBO"
+                )
+            if name in self.continuous and not site["fn"].has_rsample:
+                raise DVAEInputError(
+                    f"guide site '{name}' ({type(_leaf(site['fn'])).__name__}) has no "
+                    "reparameterized sampler; exact objectives sample continuous sites by "
+                    "rsample: use a reparameterizable distribution such as Normal"
+                )
+        self.guide_has_discrete = any(_is_discrete(s["fn"]) for s in guide_latent.values())
+        # the coupled group: discrete sites directly in the data plates, outside pyro.markov
+        data = set(self.data_frames)
+        self.coupled: dict[str, _CoupledSite] = {}
+        self.coupled_side: dict[str, str] = {}
+        for side, trace, names in (
+            ("guide", guide_trace, self.guide_enumerated),
+            ("model", model_trace, self.model_enumerated),
+        ):
+            for name in names:
+                site = trace.nodes[name]
+                fn = site["fn"]
+                leaf = _leaf(fn)
+                leaf_event = tuple(leaf.event_shape)
+                event = tuple(fn.event_shape)
+                units = event[: len(event) - len(leaf_event)]
+                in_markov = site["infer"].get("_markov_scope") is not None
+                local = not _plates(site) <= data
+                if (in_markov or local) and not units:
+                    continue  # Pyro's own enumeration sums it by variable elimination
+                support = leaf.enumerate_support(expand=False)
+                support = support.reshape((support.shape[0],) + leaf_event)
+                self.coupled[name] = _CoupledSite(name, support, units)
+                self.coupled_side[name] = side
+        sizes = [(s.num_categories, s.num_units) for s in self.coupled.values()]
+        self.num_coupled_configurations = math.prod(s.size for s in self.coupled.values())
+        if self.num_coupled_configurations > max_configurations:
+            raise LatentSpaceTooLargeError(
+                f"exact enumeration of the coupled discrete sites needs {summarize_sizes(sizes)} "
+                f"joint configurations, over max_configurations={max_configurations:,}; wrap "
+                "sequential sites in pyro.markov, use a smaller latent space, an "
+                "importance-weighted bound (iwae_log_likelihood), or a relaxed estimator"
+            )
+        self._floats_per_config = 1024 + sum(
+            (s["value"].numel() if torch.is_tensor(s["value"]) else 1)
+            for s in model_sites
+            if s["is_observed"]
+        )
+
+    def _block_capacity(self, model_trace, chunk_size: int | None) -> int:
+        if chunk_size is not None:
+            if chunk_size < 1:
+                raise DVAEInputError(f"chunk_size must be >= 1, got {chunk_size}")
+            return chunk_size
+        return max(1, DEFAULT_MEMORY_BUDGET // (16 * self._floats_per_config))
+
+    def _plan_blocks(self) -> None:
+        """Split the coupled group of the partitioned side into blocks of <= capacity."""
+        side = "guide" if self.guide_side else "model"
+        names = [n for n in self.coupled if self.coupled_side[n] == side]
+        capacity = self.blocks_size
+        steps: dict[str, int] = {}
+        room = capacity
+        for name in reversed(names):  # the last sites vary fastest within a block
+            size = self.coupled[name].size
+            steps[name] = max(1, min(size, room))
+            room = max(1, room // steps[name])
+        ranges = [
+            [
+                (a, min(a + steps[n], self.coupled[n].size))
+                for a in range(0, self.coupled[n].size, steps[n])
+            ]
+            for n in names
+        ]
+        self.blocks = [_Block(dict(zip(names, combo))) for combo in itertools.product(*ranges)]
+
+    @property
+    def num_blocks(self) -> int:
+        return len(self.blocks)
+
+    # ---------------------------------------------------------------- traces ------------
+    def traces(self, block: _Block, *, guide: Callable | None = None, guide_trace=None):
+        """``(model_trace, guide_trace)`` of one block, enumerated, log-densities packed.
+
+        ``guide_trace``: replay the guide's sampled sites from this trace (the same continuous
+        draw for every block of a model-side sum).
+        """
+        guide = self.guide if guide is None else guide
+        guide_fn = guide if guide is not None else _empty_guide
+        if guide_trace is not None:
+            guide_fn = poutine.replay(guide_fn, trace=guide_trace)
+        guide_fn = _EnumerateDiscrete(self.guide_enumerated, self.coupled, block)(guide_fn)
+        guide_fn = EnumMessenger(first_available_dim=-1 - self.max_plate_nesting)(guide_fn)
+        model_fn = _EnumerateDiscrete(self.model_enumerated, self.coupled, block)(self.model)
+        model_fn = EnumMessenger()(model_fn)  # keeps allocating dims left of the guide's
+        model_trace, guide_trace = get_importance_trace(
+            "flat", self.max_plate_nesting, model_fn, guide_fn, self.args, self.kwargs
+        )
+        guide_trace.pack_tensors()
+        model_trace.pack_tensors(guide_trace.plate_to_symbol)
+        return model_trace, guide_trace
+
+    # ---------------------------------------------------------------- model-side sums ----
+    def log_marginal_terms(self, model_trace, guide_trace) -> tuple[torch.Tensor, float, object]:
+        """One block's model-side sum, per datum (dense over the data plate).
+
+        Returns ``(log_sum, scale, rest)``: ``log_sum`` is log sum over this block (and every
+        other model-side discrete site) of the factors that depend on a summed site,
+        unscaled; ``scale`` the subsampling scale to apply after combining blocks; ``rest`` the
+        scaled log-densities that depend on no summed site (the same in every block) minus
+        the guide's log q of the sampled sites, or ``0.0``.
+        """
+        costs, log_factors, ordering, sum_dims, scale = _compute_model_factors(
+            model_trace, guide_trace
+        )
+        data_symbols = [model_trace.plate_to_symbol[f[0]] for f in self.data_frames]
+        sizes = [f[2] for f in self.data_frames]
+        log_sum = 0.0
+        if log_factors:
+            term = contract_to_tensor(log_factors, sum_dims, target_ordinal=frozenset(data_symbols))
+            log_sum = _to_data(term, data_symbols, sizes)
+        rest = 0.0
+        for terms in costs.values():
+            for term in terms:
+                rest = rest + _to_data(term, data_symbols, sizes)
+        for site in guide_trace.nodes.values():
+            if site["type"] == "sample":
+                rest = rest - _to_data(site["packed"]["log_prob"], data_symbols, sizes)
+        if not torch.is_tensor(log_sum):
+            log_sum = torch.full(sizes, float(log_sum))
+        return log_sum, float(scale), rest
+
+    def block_log_marginals(self, guide_trace=None) -> Iterator[tuple[torch.Tensor, float, object]]:
+        """``log_marginal_terms`` of every block, the guide's sampled sites replayed from
+        ``guide_trace`` (if given) so that every block sees the same continuous draw."""
+        for block in self.blocks:
+            yield self.log_marginal_terms(*self.traces(block, guide_trace=guide_trace))
+
+    def log_marginal(self) -> torch.Tensor:
+        """Exact log p(x) per datum (flattened over the data plate), no gradient."""
+        with torch.no_grad():
+            return combine_blocks(list(self.block_log_marginals())).reshape(-1)
+
+
+def combine_blocks(results: list[tuple[torch.Tensor, float, object]]) -> torch.Tensor:
+    """Per-datum log sum over all blocks from each block's ``(log_sum, scale, rest)``.
+
+    A block whose summed sites have a single configuration reports the factors that depend
+    on them under ``rest`` instead of ``log_sum``; they are moved back (unscaled) before the
+    blocks are log-sum-exp'ed, and the scale applied after.
+    """
+    _, scale, rest0 = results[0]
+    log_sum = None
+    for lp, _, rest in results:
+        if rest is not rest0:
+            lp = lp + (rest - rest0) / scale
+        log_sum = lp if log_sum is None else torch.logaddexp(log_sum, lp)
+    return scale * log_sum + rest0
+
+
+def _is_sample(site: dict) -> bool:
+    return site["type"] == "sample" and not site_is_subsample(site)
+
+
+def _dim(frame: tuple) -> int:
+    return frame[1]
+
+
+def _empty_guide(*args, **kwargs) -> None:
+    return None
+
+
+def _to_data(term, data_symbols: list[str], sizes: list[int]) -> torch.Tensor | float:
+    """A packed term summed over every dim but the data plates, dense in their order."""
+    if not torch.is_tensor(term):
+        return float(term)
+    dims = getattr(term, "_pyro_dims", "")
+    keep = [d for d in data_symbols if d in dims]
+    drop = [i for i, d in enumerate(dims) if d not in keep]
+    if drop:
+        term = term.sum(drop)
+        dims = "".join(d for d in dims if d in keep)
+    if dims:
+        term = term.permute([dims.index(d) for d in keep])
+    shape = [term.shape[keep.index(d)] if d in keep else 1 for d in data_symbols]
+    return term.reshape(shape).expand(sizes)
