@@ -9,7 +9,11 @@ from pyro.poutine import scale as scale_handler
 from pyro.util import warn_if_nan
 
 from ..errors import DVAEInputError
-from .structured_enumeration import DEFAULT_MAX_CONFIGURATIONS, StructuredEnumeration
+from .structured_enumeration import (
+    DEFAULT_MAX_CONFIGURATIONS,
+    StructuredEnumeration,
+    drop_global_costs,
+)
 
 __all__ = ["EnumeratedELBO"]
 
@@ -84,8 +88,11 @@ class EnumeratedELBO(ELBO):
         """Each block's (and particle's) share of the ELBO, a differentiable scalar."""
         space = self._space(model, guide, args, kwargs)
         for _ in range(self.num_particles):
-            for block in space.blocks:
-                elbo = _compute_dice_elbo(*space.traces(block))
+            for i, block in enumerate(space.blocks):
+                traces = space.traces(block)
+                if i:
+                    drop_global_costs(*traces, space.data_frames)
+                elbo = _compute_dice_elbo(*traces)
                 yield torch.as_tensor(elbo) / self.num_particles
 
     def per_datum(self, model, guide, *args, **kwargs) -> torch.Tensor:
@@ -111,9 +118,11 @@ class EnumeratedELBO(ELBO):
         weight = torch.ones((size,) + (1,) * (-1 - dim), dtype=dtype, requires_grad=True)
         total = 0.0
         for _ in range(self.num_particles):
-            for block in space.blocks:
+            for i, block in enumerate(space.blocks):
                 with scale_handler(scale=weight):
                     traces = space.traces(block)
+                if i:
+                    drop_global_costs(*traces, space.data_frames)
                 total = total + _compute_dice_elbo(*traces)
         (grad,) = torch.autograd.grad(total, weight)
         return grad.reshape(-1) / self.num_particles

@@ -1,35 +1,61 @@
-"""Training by the exact marginal likelihood log p(x), with z summed out of the model."""
+"""Training by the exact marginal likelihood, every discrete site summed out in the model."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+import pyro.poutine as poutine
 import torch
 from pyro.infer import ELBO
+from pyro.infer.traceenum_elbo import _compute_dice_elbo
 from pyro.util import warn_if_nan
 
-from .enumeration import DEFAULT_MAX_CONFIGURATIONS, LatentEnumeration
+from .structured_enumeration import (
+    DEFAULT_MAX_CONFIGURATIONS,
+    StructuredEnumeration,
+    combine_blocks,
+    drop_global_costs,
+)
 
 __all__ = ["ExactMarginalELBO"]
 
 
-def _kl_to_posterior(log_q: torch.Tensor, log_post: torch.Tensor) -> torch.Tensor:
-    """KL(q || p(z|x)) summed over data, from per-configuration log q and (detached) log p(z|x)
-    of one chunk of configurations (the chunks' terms add up to the exact KL)."""
-    return (log_q.exp() * (log_q - log_post)).sum()
+def _detached(model: Callable) -> Callable:
+    """The model with its parameters held fixed (its densities carry no gradient)."""
+
+    def detached_model(*args, **kwargs):
+        with torch.no_grad():
+            return model(*args, **kwargs)
+
+    return detached_model
+
+
+def _latents_only(guide: Callable) -> Callable:
+    """The guide without its ``pyro.factor``/observed sites: q(z|x) alone."""
+    return poutine.block(guide, hide_fn=lambda msg: msg["type"] == "sample" and msg["is_observed"])
 
 
 class ExactMarginalELBO(ELBO):
-    """Objective log p(x) = log sum_z p(x, z), exact, with no guide sampling.
+    """Objective log p(x) = log sum_y p(x, y) with every discrete site y summed in the model.
 
-    This is the ELBO at its optimum: with q(z|x) = p(z|x) the bound is tight. The model's
-    parameters get the exact gradient of log p(x). If ``train_guide`` (default) and the guide has
-    latent sites, the guide's parameters are fitted at the same time by minimizing the exact
-    KL(q(z|x) || p(z|x)) (model held fixed for that term), so that the guide can serve for
-    importance-weighted evaluation; the guide never affects the model's gradient (nor do its
-    ``pyro.factor`` statements, which are not part of q(z|x) and so of neither term).
+    On a purely discrete model this is exact: the ELBO at its optimum, q(y|x) = p(y|x), with no
+    sampling. The model's parameters get the exact gradient of log p(x). If ``train_guide``
+    (default) and the guide samples the discrete sites, the guide is fitted at the same time by
+    minimizing the exact KL(q(y|x) || p(y|x)) (model held fixed for that term), so that it can
+    serve for importance-weighted evaluation; the guide never affects the model's gradient
+    (nor do its ``pyro.factor`` statements, which are not part of q and so of neither term).
 
-    Memory is bounded: a first pass (no gradient) computes log p(x) chunk by chunk, a second pass
-    back-propagates each chunk's share, weighted by its exact posterior mass
-    p(z|x) = exp(log p(x, z) - log p(x)). With a single chunk, one pass is used.
+    On a mixed model (a Gaussian-mixture VAE: cluster y, z | y Normal, x | z) the guide holds
+    only the continuous sites, q(z|x), sampled by ``rsample``, and the objective is
+    E_q(z|x)[log sum_y p(x, y, z) - log q(z|x)], the discrete sites summed inside the log as
+    in Pyro's model-side enumeration (equal to ``TraceEnum_ELBO`` with the model's discrete
+    sites enumerated).
+
+    The sum follows the model's structure (:class:`~pyro_dvae.infer.StructuredEnumeration`:
+    plate-local and ``pyro.markov`` sites by variable elimination, coupled sites in blocks).
+    Memory is bounded: with several blocks, a first pass (no gradient) computes the per-datum
+    sum, and a second back-propagates each block's share weighted by its exact posterior mass;
+    the continuous draw is shared by every block. Subsampled plates are scaled as in Pyro.
 
     References: the identity log p(x) = ELBO(q) + KL(q(z|x) || p(z|x)) that makes this the
     ELBO's optimum (Kingma & Welling, Auto-Encoding Variational Bayes, arXiv:1312.6114); exact
@@ -57,21 +83,50 @@ class ExactMarginalELBO(ELBO):
         self.chunk_size = chunk_size
         self.train_guide = train_guide
 
-    def _space(self, model, args, kwargs) -> LatentEnumeration:
-        return LatentEnumeration(model, args, kwargs, self.max_configurations)
+    def _space(self, model, guide, args, kwargs, **options) -> StructuredEnumeration:
+        return StructuredEnumeration(
+            model,
+            guide,
+            args,
+            kwargs,
+            max_configurations=self.max_configurations,
+            chunk_size=self.chunk_size,
+            **options,
+        )
 
-    def _guide_log_prob(self, space, guide, values):
-        return space.log_guide(guide, values) if self.train_guide else None
+    def _spaces(self, model, guide, args, kwargs):
+        """The model-side sum, and (if the guide is trained by KL) the guide-side one."""
+        space = self._space(model, guide, args, kwargs, guide_side=False)
+        kl_space = None
+        if not space.continuous:
+            if self.train_guide and space.guide_has_discrete:
+                kl_space = self._space(
+                    _detached(model), _latents_only(guide), args, kwargs, guide_side=True
+                )
+            space.guide = None  # a discrete guide plays no part in log p(x)
+        return space, kl_space
+
+    @staticmethod
+    def _guide_draw(space: StructuredEnumeration):
+        if space.guide is None:
+            return None
+        return poutine.trace(space.guide).get_trace(*space.args, **space.kwargs)
+
+    @staticmethod
+    def _kl_terms(kl_space: StructuredEnumeration | None):
+        """-ELBO of the guide against the fixed model per block: its gradient is that of
+        KL(q || p(y|x)) with respect to the guide."""
+        if kl_space is None:
+            return
+        for i, block in enumerate(kl_space.blocks):
+            traces = kl_space.traces(block)
+            if i:
+                drop_global_costs(*traces, kl_space.data_frames)
+            yield -torch.as_tensor(_compute_dice_elbo(*traces))
 
     def log_likelihood(self, model, *args, **kwargs) -> torch.Tensor:
-        """Exact log p(x) per datum (no gradient)."""
-        space = self._space(model, args, kwargs)
-        total = None
-        with torch.no_grad():
-            for values in space.chunks(self.chunk_size):
-                lse = space.log_joint(values).logsumexp(0)
-                total = lse if total is None else torch.logaddexp(total, lse)
-        return total
+        """Exact log p(x) per datum (no gradient; discrete models)."""
+        return self._space(model, None, args, kwargs, guide_side=False).log_marginal()
 
     def _get_trace(self, model, guide, args, kwargs):
         raise NotImplementedError(
@@ -79,57 +134,50 @@ class ExactMarginalELBO(ELBO):
         )
 
     def loss(self, model, guide, *args, **kwargs) -> float:
-        loss = -float(self.log_likelihood(model, *args, **kwargs).sum())
+        space, _ = self._spaces(model, guide, args, kwargs)
+        with torch.no_grad():
+            draw = self._guide_draw(space)
+            loss = -float(combine_blocks(list(space.block_log_marginals(draw))).sum())
         warn_if_nan(loss, "loss")
         return loss
 
     def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
-        """-sum log p(x) as a differentiable tensor (holds every chunk's graph).
+        """The negative objective as a differentiable tensor (holds every block's graph).
 
-        With ``train_guide`` and a guide that samples the latents, the gradient of the exact
-        KL(q(z|x) || p(z|x)) (posterior held fixed) is added, as in :meth:`loss_and_grads`; the
-        value stays -sum log p(x).
+        With ``train_guide`` and a discrete guide, the gradient of the exact KL(q || p(y|x))
+        (model held fixed) is added, as in :meth:`loss_and_grads`; the value is unchanged.
         """
-        space = self._space(model, args, kwargs)
-        values = list(space.chunks(self.chunk_size))
-        log_joint = torch.cat([space.log_joint(v) for v in values])
-        log_px = log_joint.logsumexp(0)
-        objective = -log_px.sum()
-        log_qs = [self._guide_log_prob(space, guide, v) for v in values]
-        if log_qs and all(q is not None for q in log_qs):
-            log_q = torch.cat(log_qs)
-            log_post = (log_joint - log_px).detach()
-            kl = _kl_to_posterior(log_q, log_post)
+        space, kl_space = self._spaces(model, guide, args, kwargs)
+        draw = self._guide_draw(space)
+        objective = -combine_blocks(list(space.block_log_marginals(draw))).sum()
+        for kl in self._kl_terms(kl_space):
             objective = objective + (kl - kl.detach())
         return objective
 
     def loss_and_grads(self, model, guide, *args, **kwargs) -> float:
-        space = self._space(model, args, kwargs)
-        chunk_size = self.chunk_size or space.default_chunk_size()
-        if chunk_size >= space.num_configurations:
-            (values,) = space.chunks(chunk_size)
-            log_joint = space.log_joint(values)
-            log_px = log_joint.logsumexp(0)
-            objective = -log_px.sum()
-            log_q = self._guide_log_prob(space, guide, values)
-            if log_q is not None:
-                log_post = (log_joint - log_px).detach()
-                objective = objective + _kl_to_posterior(log_q, log_post)
-            if objective.requires_grad:
-                objective.backward()
-            loss = -float(log_px.detach().sum())
+        space, kl_space = self._spaces(model, guide, args, kwargs)
+        draw = self._guide_draw(space)
+        if space.num_blocks == 1:
+            total = combine_blocks(list(space.block_log_marginals(draw)))
+            if total.requires_grad:
+                (-total.sum()).backward()
+            loss = -float(total.detach().sum())
         else:
-            log_px = self.log_likelihood(model, *args, **kwargs)
-            for values in space.chunks(chunk_size):
-                log_joint = space.log_joint(values)
-                weight = (log_joint.detach() - log_px).exp()
-                surrogate = -(weight * log_joint).sum()
-                log_q = self._guide_log_prob(space, guide, values)
-                if log_q is not None:
-                    log_post = log_joint.detach() - log_px
-                    surrogate = surrogate + _kl_to_posterior(log_q, log_post)
+            with torch.no_grad():
+                results = list(space.block_log_marginals(draw))
+                total = combine_blocks(results)
+            _, scale, rest0 = results[0]
+            log_sum = (total - rest0) / scale  # per datum, over every block
+            # d log sum_b exp(V_b) = sum_b w_b dV_b, V_b a block's value per datum, w_b its mass
+            for lp, _, rest in space.block_log_marginals(draw):
+                value = scale * lp + rest
+                weight = ((value.detach() - rest0) / scale - log_sum).exp()
+                surrogate = -(weight * value).sum()
                 if surrogate.requires_grad:
-                    surrogate.backward()
-            loss = -float(log_px.detach().sum())
+                    surrogate.backward(retain_graph=True)
+            loss = -float(total.sum())
+        for kl in self._kl_terms(kl_space):
+            if kl.requires_grad:
+                kl.backward()
         warn_if_nan(loss, "loss")
         return loss

@@ -31,6 +31,7 @@ import itertools
 import math
 from collections import Counter
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import pyro.poutine as poutine
@@ -39,11 +40,11 @@ from pyro.distributions import Independent, TorchDistribution
 from pyro.distributions.torch_distribution import ExpandedDistribution, MaskedDistribution
 from pyro.infer.enum import get_importance_trace
 from pyro.infer.traceenum_elbo import _compute_model_factors
-from pyro.ops import packed
 from pyro.ops.contract import contract_to_tensor
 from pyro.poutine.enum_messenger import EnumMessenger
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_subsample
+from pyro.util import get_rng_state, set_rng_state
 from torch.distributions import Distribution
 
 from ..errors import DVAEInputError, LatentSpaceTooLargeError
@@ -221,7 +222,9 @@ class StructuredEnumeration:
         self.args = args
         self.kwargs = kwargs or {}
         self.guide_side = guide_side
-        with torch.no_grad(), poutine.block(hide_types=["param"]):
+        # the analysis pass draws nothing from the global RNG: equal seeds give equal draws
+        # to this engine and to Pyro's TraceEnum_ELBO
+        with torch.no_grad(), poutine.block(hide_types=["param"]), _saved_rng():
             guide_trace = poutine.trace(guide).get_trace(*args, **self.kwargs) if guide else None
             replayed = poutine.replay(model, trace=guide_trace) if guide else model
             model_trace = poutine.trace(replayed).get_trace(*args, **self.kwargs)
@@ -442,6 +445,34 @@ def combine_blocks(results: list[tuple[torch.Tensor, float, object]]) -> torch.T
             lp = lp + (rest - rest0) / scale
         log_sum = lp if log_sum is None else torch.logaddexp(log_sum, lp)
     return scale * log_sum + rest0
+
+
+@contextmanager
+def _saved_rng():
+    state = get_rng_state()
+    try:
+        yield
+    finally:
+        set_rng_state(state)
+
+
+def drop_global_costs(model_trace, guide_trace, data_frames: list) -> None:
+    """Zero the log-densities of non-enumerated sites outside the data plate, so that a
+    guide-side sum over several blocks counts them once (in the first block) instead of once
+    per block: a block's Dice weights live in the data plate and never reach them."""
+    if not data_frames:
+        return
+    for trace in (model_trace, guide_trace):
+        for site in trace.nodes.values():
+            if site["type"] != "sample" or site["infer"].get("_enumerate_dim") is not None:
+                continue
+            frames = {f.name for f in site["cond_indep_stack"] if f.vectorized}
+            if data_frames[0][0] in frames:
+                continue
+            zero = torch.zeros(())
+            zero._pyro_dims = ""
+            site["packed"]["log_prob"] = zero
+            site["packed"]["unscaled_log_prob"] = zero
 
 
 def _is_sample(site: dict) -> bool:

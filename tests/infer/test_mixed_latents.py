@@ -280,7 +280,8 @@ def test_m2_labelled_equals_hand_value_at_recorded_z(engine):
     assert match, f"loss {loss.item()} is none of {[c.item() for c in candidates]}"
     used = {n: p for n, p in params.items() if not n.startswith("guide.enc_y.")}
     got = torch.autograd.grad(loss, list(used.values()), retain_graph=True)
-    expected = torch.autograd.grad(match[0], list(used.values()))
+    # the last matching draw: a discovery pass may repeat the draw without gradients
+    expected = torch.autograd.grad(match[-1], list(used.values()))
     assert_grads_close(dict(zip(used, got)), dict(zip(used, expected)), HAND_TOL)
 
 
@@ -394,7 +395,8 @@ def test_gmvae_model_side_y_equals_hand_logsumexp_at_recorded_z(engine):
     match = [c for c in candidates if c.item() == pytest.approx(loss.item(), rel=HAND_RTOL)]
     assert match, f"loss {loss.item()} is none of {[c.item() for c in candidates]}"
     got = torch.autograd.grad(loss, list(params.values()), retain_graph=True)
-    expected = torch.autograd.grad(match[0], list(params.values()))
+    # the last matching draw: a discovery pass may repeat the draw without gradients
+    expected = torch.autograd.grad(match[-1], list(params.values()))
     assert_grads_close(dict(zip(params, got)), dict(zip(params, expected)), HAND_TOL)
 
 
