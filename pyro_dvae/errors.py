@@ -34,7 +34,7 @@ class LatentSpaceTooLargeError(DVAEInputError):
         ...     exact_log_likelihood(model, torch.zeros(2))
         ... except LatentSpaceTooLargeError as e:
         ...     print(str(e).split(",")[0])
-        exact enumeration needs 2^30 = 1.07e+09 latent configurations
+        exact enumeration of the coupled discrete sites needs 2^30 = 1.07e+09 joint configurations
     """
 
 

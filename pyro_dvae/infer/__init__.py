@@ -16,6 +16,7 @@ from .reinmax_elbo import ReinMaxELBO, ReinMaxMessenger, reinmax_distribution
 from .relax import RelaxMessenger, discrete_counterpart, map_leaf, relax, relax_distribution
 from .schedules import ConstantTemperature, ExponentialDecayTemperature, TemperatureSchedule
 from .score_function_elbo import BASELINES, BaselineMessenger, NeuralBaseline, ScoreFunctionELBO
+from .structured_enumeration import StructuredEnumeration
 from .torch_optim_svi import TorchOptimSVI
 from .util import sampled_prior_kl
 from .vimco_elbo import VIMCOELBO, vimco_learning_signals
@@ -41,6 +42,7 @@ __all__ = [
     "ReinMaxMessenger",
     "RelaxMessenger",
     "ScoreFunctionELBO",
+    "StructuredEnumeration",
     "TemperatureSchedule",
     "TorchOptimSVI",
     "VIMCOELBO",

@@ -25,7 +25,7 @@ from pyro.distributions.torch_distribution import ExpandedDistribution, MaskedDi
 from torch.distributions import Distribution
 
 from ..errors import DVAEInputError, LatentSpaceTooLargeError
-from .structured_enumeration import StructuredEnumeration
+from .structured_enumeration import StructuredEnumeration, summarize_sizes
 from .util import DataPlates, find_data_plates, per_datum_log_prob, sample_sites
 
 __all__ = [
@@ -138,8 +138,7 @@ class LatentEnumeration:
         return _Site(site["name"], support, tuple(padded))
 
     def _describe_size(self) -> str:
-        parts = " x ".join(f"{s.num_categories}^{s.num_elements}" for s in self.sites)
-        return f"{parts} = {float(self.num_configurations):.3g}"
+        return summarize_sizes([(s.num_categories, s.num_elements) for s in self.sites])
 
     def default_chunk_size(self, memory_budget: int = DEFAULT_MEMORY_BUDGET) -> int:
         """Configurations per chunk so that the per-chunk tensors fit ``memory_budget`` bytes.
