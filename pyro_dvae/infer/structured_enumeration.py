@@ -331,9 +331,7 @@ class StructuredEnumeration:
                 "importance-weighted bound (iwae_log_likelihood), or a relaxed estimator"
             )
         self._floats_per_config = 1024 + sum(
-            (s["value"].numel() if torch.is_tensor(s["value"]) else 1)
-            for s in model_sites
-            if s["is_observed"]
+            _floats_per_config(s) for s in model_sites if s["is_observed"]
         )
 
     def _block_capacity(self, model_trace, chunk_size: int | None) -> int:
@@ -473,6 +471,15 @@ def drop_global_costs(model_trace, guide_trace, data_frames: list) -> None:
             zero._pyro_dims = ""
             site["packed"]["log_prob"] = zero
             site["packed"]["unscaled_log_prob"] = zero
+
+
+def _floats_per_config(site: dict) -> int:
+    """Floats of an observed site's log-density work per enumerated configuration: ``batch x
+    event``, or ``batch + event`` for a distribution that scores by a matrix product."""
+    fn = site["fn"]
+    if getattr(_leaf(fn), "broadcasts_efficiently", False):
+        return fn.batch_shape.numel() + fn.event_shape.numel()
+    return site["value"].numel() if torch.is_tensor(site["value"]) else 1
 
 
 def _is_sample(site: dict) -> bool:
