@@ -38,67 +38,14 @@ import json
 import time
 
 import pyro
-import pyro.distributions as dist
 import torch
-from pyro import poutine
 from torch import nn
 
 from pyro_dvae.infer import EnumeratedELBO, GumbelSoftmaxELBO, TorchOptimSVI
+from pyro_dvae.models import SemiSupervisedVAE
 
 ESTIMATORS = ("enumerate", "gumbel", "st")
 BASELINES = ("labels-only",)
-
-
-def mlp(sizes: list[int]) -> nn.Sequential:
-    layers: list[nn.Module] = []
-    for a, b in zip(sizes[:-1], sizes[1:]):
-        layers += [nn.Linear(a, b), nn.Softplus()]
-    return nn.Sequential(*layers[:-1])
-
-
-class M2(nn.Module):
-    """The M2 model and guide as Pyro functions of ``(x, y=None)``."""
-
-    def __init__(self, data_dim: int, classes: int, z_dim: int, hidden: int, alpha: float):
-        super().__init__()
-        self.classes, self.z_dim, self.alpha = classes, z_dim, alpha
-        self.decoder = mlp([classes + z_dim, hidden, data_dim])
-        self.classifier = mlp([data_dim, hidden, classes])
-        self.encoder = mlp([data_dim + classes, hidden, 2 * z_dim])
-
-    def _q_y(self, x: torch.Tensor) -> dist.OneHotCategorical:
-        return dist.OneHotCategorical(logits=self.classifier(x))
-
-    def model(self, x: torch.Tensor, y: torch.Tensor | None = None, weight: float = 1.0) -> None:
-        pyro.module("m2", self)
-        with pyro.plate("data", x.shape[0]), poutine.scale(scale=weight):
-            prior_y = dist.OneHotCategorical(logits=x.new_zeros(self.classes))
-            observed_y = y
-            y = pyro.sample("y", prior_y, obs=observed_y)
-            if observed_y is not None:  # Kingma et al.'s classification term on labelled data
-                # alpha per example whatever the ELBO's weight: the factor sits under the scale
-                classify = self._q_y(x).log_prob(observed_y)
-                pyro.factor("classify", self.alpha / weight * classify)
-            z = pyro.sample("z", dist.Normal(0.0, 1.0).expand([self.z_dim]).to_event(1))
-            shape = torch.broadcast_shapes(y.shape[:-1], z.shape[:-1])
-            code = torch.cat([y.expand(shape + y.shape[-1:]), z.expand(shape + z.shape[-1:])], -1)
-            pyro.sample("x", dist.Bernoulli(logits=self.decoder(code)).to_event(1), obs=x)
-
-    def guide(self, x: torch.Tensor, y: torch.Tensor | None = None, weight: float = 1.0) -> None:
-        pyro.module("m2", self)
-        with pyro.plate("data", x.shape[0]), poutine.scale(scale=weight):
-            if y is None:
-                y = pyro.sample("y", self._q_y(x), infer={"enumerate": "parallel"})
-            shape = torch.broadcast_shapes(y.shape[:-1], x.shape[:-1])
-            h = self.encoder(
-                torch.cat([x.expand(shape + x.shape[-1:]), y.expand(shape + y.shape[-1:])], -1)
-            )
-            loc, log_scale = h.split(self.z_dim, -1)
-            pyro.sample("z", dist.Normal(loc, log_scale.exp()).to_event(1))
-
-    @torch.no_grad()
-    def accuracy(self, x: torch.Tensor, labels: torch.Tensor) -> float:
-        return float((self.classifier(x).argmax(-1) == labels).float().mean())
 
 
 def make_elbo(name: str, temperature: float):
@@ -109,6 +56,19 @@ def make_elbo(name: str, temperature: float):
     )
 
 
+def pick_labelled(labels: torch.Tensor, per_class: int, seed: int | None) -> torch.Tensor:
+    """Indices of ``per_class`` training images of each of the 10 digits: the first ones
+    (``seed`` None) or a random draw with ``torch.Generator().manual_seed(seed)``."""
+    g = None if seed is None else torch.Generator().manual_seed(seed)
+    picked = []
+    for c in range(10):
+        index = torch.nonzero(labels == c).flatten()
+        if g is not None:
+            index = index[torch.randperm(len(index), generator=g)]
+        picked.append(index[:per_class])
+    return torch.cat(picked)
+
+
 def load(args: argparse.Namespace):
     from pyro_dvae.data import load_digits, load_mnist
 
@@ -116,15 +76,17 @@ def load(args: argparse.Namespace):
     return data
 
 
-def grey_train_images(data_dir: str, n: int) -> torch.Tensor:
-    """The first ``n`` training images as intensities in [0, 1] (load_mnist's training split)."""
+def grey_train_images(data_dir: str, n: int, split: str = "train") -> torch.Tensor:
+    """The first ``n`` training (or ``split="test"``) images as intensities in [0, 1]
+    (load_mnist's training split is the first 50k)."""
     from pathlib import Path
 
     from pyro_dvae.data.mnist import MNIST_FILES, _find, read_idx
 
-    path = _find(Path(data_dir), MNIST_FILES["train_images"])  # the file load_mnist reads
+    name = MNIST_FILES[f"{split}_images"]
+    path = _find(Path(data_dir), name)  # the file load_mnist reads
     if path is None:
-        raise SystemExit(f"--dynamic-binarization: no {MNIST_FILES['train_images']} in {data_dir}")
+        raise SystemExit(f"--dynamic-binarization: no {name} in {data_dir}")
     return torch.from_numpy(read_idx(path)[:n].astype("float32") / 255.0).reshape(n, -1)
 
 
@@ -135,44 +97,62 @@ def run(
     pyro.clear_param_store()
     pyro.set_rng_seed(args.seed)
     x_train, x_test = data.train, data.test
+    if args.grey_targets:  # classify grey test images too, as the classifier was trained on
+        x_test = grey_train_images(args.data_dir, len(x_test), split="test")
     labels_train, labels_test = data.train_labels.long(), data.test_labels.long()
     g = torch.Generator().manual_seed(args.seed)
 
-    def images(index: torch.Tensor) -> torch.Tensor:  # fixed, or binarized afresh per batch
-        return x_train[index] if grey is None else torch.bernoulli(grey[index], generator=g)
+    def images(index: torch.Tensor) -> torch.Tensor:  # fixed, binarized afresh, or grey levels
+        if grey is None:
+            return x_train[index]
+        return grey[index] if args.grey_targets else torch.bernoulli(grey[index], generator=g)
 
-    per_class = args.labels // 10
-    labelled = torch.cat(
-        [torch.nonzero(labels_train == c).flatten()[:per_class] for c in range(10)]
-    )
+    labelled = pick_labelled(labels_train, args.labels // 10, args.label_seed)
     y_labelled = nn.functional.one_hot(labels_train[labelled], classes).float()
-    m2 = M2(x_train.shape[1], classes, args.z_dim, args.hidden, alpha=args.alpha)
+    m2 = SemiSupervisedVAE(
+        x_train.shape[1],
+        classes,
+        args.z_dim,
+        args.hidden,
+        classifier_hidden=args.classifier_hidden,
+        alpha=args.alpha,
+        batch_norm=args.batch_norm,
+        classifier_dropout=args.classifier_dropout,
+    )
     elbo = make_elbo(name, args.temperature)
     adam = lambda params: torch.optim.Adam(params, lr=args.lr)  # noqa: E731
     svi = TorchOptimSVI(m2.model, m2.guide, adam, elbo)
+    scheduler = None
     n = len(x_train)
-    weight = args.labelled_weight or len(labelled) / n
+    weight = args.labelled_weight or len(labelled) / n * args.labelled_every
     unlabelled = name != "labels-only"
     for i in range(3):  # warm-up, not timed: first calls pay one-time costs (allocator, imports)
         if unlabelled:
             svi.step(x_train[i * 10 : (i + 1) * 10])
         else:
-            svi.step(x_train[labelled[:10]], y_labelled[:10], weight=weight)
+            svi.step(x_train[labelled[:10]], y_labelled[:10], scale=weight)
+    if args.lr_decay != 1.0:  # the optimizer exists after the first step
+        scheduler = torch.optim.lr_scheduler.ExponentialLR(svi.optimizer, gamma=args.lr_decay)
     epoch_seconds, curve = [], []
     for epoch in range(1, args.epochs + 1):
         perm = torch.randperm(n, generator=g)
         t0 = time.perf_counter()
-        for i in range(0, n, args.batch_size):
+        for step, i in enumerate(range(0, n, args.batch_size)):
             if unlabelled:
                 svi.step(images(perm[i : i + args.batch_size]))
-            j = torch.randint(len(labelled), (args.batch_size,), generator=g)
-            svi.step(images(labelled[j]), y_labelled[j], weight=weight)
+            if step % args.labelled_every == 0:
+                j = torch.randint(len(labelled), (args.labelled_batch_size,), generator=g)
+                svi.step(images(labelled[j]), y_labelled[j], scale=weight)
+        if scheduler is not None:
+            scheduler.step()
         epoch_seconds.append(time.perf_counter() - t0)
         if args.log_every and (epoch % args.log_every == 0 or epoch == args.epochs):
             curve.append((epoch, m2.accuracy(x_test, labels_test)))  # not timed
             print(f"{name} {classes} classes: epoch {epoch} test accuracy {curve[-1][1]:.4f}")
+    m2.eval()  # batch norm: running statistics
     with torch.no_grad():
-        loss = EnumeratedELBO().loss(m2.model, m2.guide, x_test[:1000])
+        loss = EnumeratedELBO().loss(m2.model, m2.guide, data.test[:1000])
+    m2.train()
     return {
         "estimator": name,
         "classes": classes,
@@ -188,7 +168,8 @@ def main(args: argparse.Namespace) -> list[dict]:
     torch.set_num_threads(args.threads)
     pyro.enable_validation(False)
     data = load(args)
-    grey = grey_train_images(args.data_dir, len(data.train)) if args.dynamic_binarization else None
+    need_grey = args.dynamic_binarization or args.grey_targets
+    grey = grey_train_images(args.data_dir, len(data.train)) if need_grey else None
     rows = [run(e, c, data, args, grey) for c in args.classes for e in args.estimators]
     print(
         f"M2, {args.labels} labels, {args.epochs} epoch(s), batch {args.batch_size}, "
@@ -240,7 +221,30 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--batch-size", type=int, default=100)
     p.add_argument("--z-dim", type=int, default=50)
-    p.add_argument("--hidden", type=int, default=500)
+    p.add_argument("--hidden", type=int, nargs="+", default=[500], help="decoder/encoder widths")
+    p.add_argument(
+        "--classifier-hidden", type=int, nargs="+", default=None, help="default: --hidden"
+    )
+    p.add_argument("--batch-norm", action="store_true", help="BatchNorm1d in the classifier")
+    p.add_argument(
+        "--classifier-dropout", type=float, default=0.0, help="dropout on the classifier's input"
+    )
+    p.add_argument(
+        "--label-seed",
+        type=int,
+        default=None,
+        help="draw the labelled images at random with this seed (default: the first per class)",
+    )
+    p.add_argument(
+        "--labelled-every", type=int, default=1, help="a labelled batch every N unlabelled ones"
+    )
+    p.add_argument("--labelled-batch-size", type=int, default=100)
+    p.add_argument("--lr-decay", type=float, default=1.0, help="learning rate factor per epoch")
+    p.add_argument(
+        "--grey-targets",
+        action="store_true",
+        help="train on the MNIST intensities in [0, 1] as Bernoulli targets (Pyro's example)",
+    )
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--temperature", type=float, default=0.5)
     p.add_argument(
@@ -270,10 +274,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     p.add_argument("--json", default=None, help="also write the rows (and curves) to this file")
     args = p.parse_args(argv)
-    if args.smoke and args.dynamic_binarization:
-        p.error("--dynamic-binarization needs MNIST intensities; drop --smoke or the flag")
+    if args.smoke and (args.dynamic_binarization or args.grey_targets):
+        p.error("--dynamic-binarization/--grey-targets need MNIST intensities; drop --smoke")
     if args.smoke:
-        args.hidden, args.z_dim, args.classes = 32, 4, [10]
+        args.hidden, args.z_dim, args.classes = [32], 4, [10]
     return args
 
 

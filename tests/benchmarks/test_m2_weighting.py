@@ -25,19 +25,19 @@ def m2_module():
 def _loss(m2, x, y, weight: float, seed: int = 3) -> float:
     pyro.set_rng_seed(seed)  # same z draw in every call
     with torch.no_grad():
-        return Trace_ELBO().loss(m2.model, m2.guide, x, y, weight=weight)
+        return Trace_ELBO().loss(m2.model, m2.guide, x, y, scale=weight)
 
 
 @pytest.mark.parametrize("weight", [1.0, 0.25, 0.002])
 def test_labelled_weight_scales_the_elbo_and_keeps_alpha(m2_module, weight):
     torch.manual_seed(0)
-    m2 = m2_module.M2(data_dim=12, classes=3, z_dim=2, hidden=8, alpha=0.0)
+    m2 = m2_module.SemiSupervisedVAE(data_dim=12, classes=3, z_dim=2, hidden=8, alpha=0.0)
     x = torch.bernoulli(torch.full((5, 12), 0.4))
     y = torch.nn.functional.one_hot(torch.tensor([0, 1, 2, 1, 0]), 3).float()
     elbo_only = _loss(m2, x, y, 1.0)  # alpha = 0: the labelled -ELBO alone
     m2.alpha = 7.0
     with torch.no_grad():
-        classify = -7.0 * float(m2._q_y(x).log_prob(y).sum())
+        classify = -7.0 * float(m2.q_y(x).log_prob(y).sum())
     assert _loss(m2, x, y, weight) == pytest.approx(weight * elbo_only + classify, rel=1e-5)
 
 

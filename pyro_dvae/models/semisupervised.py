@@ -1,0 +1,181 @@
+"""Kingma et al.'s semi-supervised VAE "M2" (arXiv:1406.5298) as plain Pyro model and guide."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro import poutine
+from torch import nn
+
+__all__ = ["SemiSupervisedVAE"]
+
+
+def _widths(hidden: int | Sequence[int]) -> list[int]:
+    return [int(hidden)] if isinstance(hidden, int) else [int(h) for h in hidden]
+
+
+def _softplus_mlp(sizes: Sequence[int], batch_norm: bool = False) -> nn.Sequential:
+    """``sizes[0] -> ... -> sizes[-1]`` with softplus between layers (and ``BatchNorm1d`` before
+    every softplus when ``batch_norm``); the last layer is linear."""
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(nn.Linear(a, b))
+        if i < len(sizes) - 2:
+            if batch_norm:
+                layers.append(nn.BatchNorm1d(b))
+            layers.append(nn.Softplus())
+    return nn.Sequential(*layers)
+
+
+class SemiSupervisedVAE(nn.Module):
+    """The semi-supervised VAE "M2" of Kingma et al. 2014: a class ``y`` and a style ``z``.
+
+    Generative model: ``y ~ OneHotCategorical(uniform)``, ``z ~ Normal(0, I)``,
+    ``x ~ Bernoulli(decoder([y, z]))`` (independent pixels; targets in ``[0, 1]`` are accepted,
+    e.g. grey levels, as in Pyro's SS-VAE example). Guide: ``q(y | x)`` a classifier MLP and
+    ``q(z | x, y) = Normal(encoder([x, y]))``. All three networks broadcast over leading
+    dimensions, so ``y`` can be enumerated.
+
+    ``model(x, y=None)`` and ``guide(x, y=None)`` are ordinary Pyro code under one plate
+    ``"data"``:
+
+    - ``y`` given (one-hot, labelled batch): ``y`` is observed in the model and absent from the
+      guide, and the model adds Kingma et al.'s classification term ``alpha * log q(y | x)`` as
+      ``pyro.factor("classify", ...)``. It has to be in the *model*: Pyro's ELBOs count a factor
+      in the guide as part of ``log q`` and would subtract it.
+    - ``y`` omitted (unlabelled batch): ``y`` is a latent of the guide, marked
+      ``infer={"enumerate": "parallel"}``; :class:`~pyro_dvae.infer.EnumeratedELBO` (or Pyro's
+      ``TraceEnum_ELBO``) sums it exactly, drawing ``z`` once per class, and relaxed estimators
+      (:class:`~pyro_dvae.infer.GumbelSoftmaxELBO`) sample it.
+
+    ``scale`` multiplies the labelled or unlabelled ELBO term (e.g. labels / training images for
+    a labelled batch drawn at every step, so that every image counts once per epoch as in Kingma
+    et al.'s objective); the classification term keeps weight ``alpha`` per labelled example
+    whatever ``scale`` is.
+
+    :param data_dim: pixels per image.
+    :param classes: number of classes.
+    :param z_dim: dimension of ``z``.
+    :param hidden: hidden widths of the decoder and the z-encoder (an int for one layer).
+    :param classifier_hidden: hidden widths of the classifier ``q(y | x)`` (default: ``hidden``).
+    :param alpha: weight of ``log q(y | x)`` per labelled example (Kingma et al. use
+        ``0.1 * N`` on the labelled mean, i.e. ``0.1 * N / labels`` per labelled example).
+    :param batch_norm: ``BatchNorm1d`` after every hidden layer of the classifier (training
+        batches normalize with their own statistics; :meth:`classify` uses the running ones).
+    :param classifier_dropout: dropout probability on the classifier's input pixels, in
+        training mode only.
+
+    Example:
+        >>> import pyro, torch
+        >>> from pyro_dvae.infer import EnumeratedELBO, TorchOptimSVI
+        >>> m2 = SemiSupervisedVAE(data_dim=6, classes=3, z_dim=2, hidden=8, alpha=10.0)
+        >>> svi = TorchOptimSVI(m2.model, m2.guide, lambda ps: torch.optim.Adam(ps, lr=1e-2),
+        ...                     EnumeratedELBO())
+        >>> x = torch.bernoulli(torch.full((4, 6), 0.5))
+        >>> y = torch.nn.functional.one_hot(torch.tensor([0, 1, 2, 0]), 3).float()
+        >>> loss_unlabelled = svi.step(x)  # y summed out exactly
+        >>> loss_labelled = svi.step(x, y)  # y observed, plus alpha * log q(y | x)
+        >>> m2.classify(x).shape
+        torch.Size([4])
+
+    References:
+        - D. P. Kingma, D. J. Rezende, S. Mohamed, M. Welling. Semi-Supervised Learning with
+          Deep Generative Models. NeurIPS 2014, arXiv:1406.5298.
+        - E. Jang, S. Gu, B. Poole. Categorical Reparameterization with Gumbel-Softmax. ICLR
+          2017, arXiv:1611.01144 (M2 trained with a relaxed ``y``).
+    """
+
+    def __init__(
+        self,
+        data_dim: int,
+        classes: int = 10,
+        z_dim: int = 50,
+        hidden: int | Sequence[int] = 500,
+        classifier_hidden: int | Sequence[int] | None = None,
+        alpha: float = 1.0,
+        batch_norm: bool = False,
+        classifier_dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        widths = _widths(hidden)
+        cwidths = widths if classifier_hidden is None else _widths(classifier_hidden)
+        self.data_dim, self.classes, self.z_dim = int(data_dim), int(classes), int(z_dim)
+        self.alpha = float(alpha)
+        self.decoder = _softplus_mlp([classes + z_dim, *widths, data_dim])
+        self.encoder = _softplus_mlp([data_dim + classes, *widths, 2 * z_dim])
+        self.classifier = _softplus_mlp([data_dim, *cwidths, classes], batch_norm=batch_norm)
+        self.input_dropout = nn.Dropout(classifier_dropout) if classifier_dropout > 0 else None
+
+    # ------------------------------------------------------------------ networks ------------
+    def classifier_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of ``q(y | x)``, shape ``x.shape[:-1] + (classes,)``."""
+        if self.input_dropout is not None:
+            x = self.input_dropout(x)
+        flat = x.reshape(-1, x.shape[-1])  # BatchNorm1d wants (N, features)
+        return self.classifier(flat).reshape(x.shape[:-1] + (self.classes,))
+
+    def q_y(self, x: torch.Tensor) -> dist.OneHotCategorical:
+        """The guide's ``q(y | x)``, batch shape ``x.shape[:-1]``."""
+        return dist.OneHotCategorical(logits=self.classifier_logits(x))
+
+    def q_z(self, x: torch.Tensor, y: torch.Tensor) -> dist.Independent:
+        """The guide's ``q(z | x, y)``, batch shape broadcast from ``x`` and ``y``."""
+        shape = torch.broadcast_shapes(x.shape[:-1], y.shape[:-1])
+        h = self.encoder(
+            torch.cat([x.expand(shape + x.shape[-1:]), y.expand(shape + y.shape[-1:])], -1)
+        )
+        loc, log_scale = h.split(self.z_dim, -1)
+        return dist.Normal(loc, log_scale.exp()).to_event(1)
+
+    def decoder_logits(self, y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """Pixel logits of ``p(x | y, z)``, batch shape broadcast from ``y`` and ``z``."""
+        shape = torch.broadcast_shapes(y.shape[:-1], z.shape[:-1])
+        return self.decoder(
+            torch.cat([y.expand(shape + y.shape[-1:]), z.expand(shape + z.shape[-1:])], -1)
+        )
+
+    # ------------------------------------------------------------------ Pyro ---------------
+    def model(self, x: torch.Tensor, y: torch.Tensor | None = None, scale: float = 1.0) -> None:
+        """``p(y) p(z) p(x | y, z)``; ``y`` observed when given, with ``alpha * log q(y | x)``."""
+        pyro.module("m2", self)
+        with pyro.plate("data", x.shape[0]):
+            if y is not None:  # Kingma et al.'s classification term, outside the ELBO's scale
+                pyro.factor("classify", self.alpha * self.q_y(x).log_prob(y))
+            with poutine.scale(scale=scale):
+                prior_y = dist.OneHotCategorical(logits=x.new_zeros(self.classes))
+                y = pyro.sample("y", prior_y, obs=y)
+                prior_z = dist.Normal(x.new_zeros(()), 1.0).expand([self.z_dim]).to_event(1)
+                z = pyro.sample("z", prior_z)
+                likelihood = dist.Bernoulli(logits=self.decoder_logits(y, z), validate_args=False)
+                pyro.sample("x", likelihood.to_event(1), obs=x)
+
+    def guide(
+        self, x: torch.Tensor, y: torch.Tensor | None = None, scale: float = 1.0
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``q(y | x) q(z | x, y)``; ``y`` enumerated (or relaxed) when not given. Returns the
+        ``(y, z)`` used (an enumerated ``y`` carries its enumeration dim, and ``z`` with it)."""
+        pyro.module("m2", self)
+        with pyro.plate("data", x.shape[0]), poutine.scale(scale=scale):
+            if y is None:
+                y = pyro.sample("y", self.q_y(x), infer={"enumerate": "parallel"})
+            z = pyro.sample("z", self.q_z(x, y))
+        return y, z
+
+    # ------------------------------------------------------------------ classification -----
+    @torch.no_grad()
+    def classify(self, x: torch.Tensor, batch_size: int = 10_000) -> torch.Tensor:
+        """The most probable class under ``q(y | x)`` (integer labels), in evaluation mode."""
+        was_training = self.training
+        self.eval()
+        try:
+            chunks = [x[i : i + batch_size] for i in range(0, len(x), batch_size)] or [x]
+            return torch.cat([self.classifier_logits(c).argmax(-1) for c in chunks])
+        finally:
+            self.train(was_training)
+
+    def accuracy(self, x: torch.Tensor, labels: torch.Tensor) -> float:
+        """Fraction of ``x`` that :meth:`classify` assigns to ``labels`` (integer classes)."""
+        return float((self.classify(x) == labels.to(torch.long)).float().mean())
