@@ -173,7 +173,9 @@ class ScoreFunctionELBO(TraceGraph_ELBO):
         x = args[0]
         if self.baseline_net is None:
             in_dim = x[0].numel() if x.dim() > 1 else 1
-            self.baseline_net = NeuralBaseline(in_dim, self.baseline_hidden).to(x.device)
+            net = NeuralBaseline(in_dim, self.baseline_hidden)
+            dtype = x.dtype if x.is_floating_point() else None  # a float64 model: float64 net
+            self.baseline_net = net.to(device=x.device, dtype=dtype)
         return self.baseline_net, x
 
     def _options(self, args: tuple) -> Callable[[dict], dict] | None:

@@ -21,7 +21,6 @@ from _models import (
     two_site_model,
 )
 
-from pyro_dvae.errors import DVAEInputError
 from pyro_dvae.infer import EnumeratedELBO
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: single-threaded
