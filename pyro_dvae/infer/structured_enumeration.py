@@ -380,9 +380,20 @@ class StructuredEnumeration:
         guide_fn = EnumMessenger(first_available_dim=-1 - self.max_plate_nesting)(guide_fn)
         model_fn = _EnumerateDiscrete(self.model_enumerated, self.coupled, block)(self.model)
         model_fn = EnumMessenger()(model_fn)  # keeps allocating dims left of the guide's
-        model_trace, guide_trace = get_importance_trace(
-            "flat", self.max_plate_nesting, model_fn, guide_fn, self.args, self.kwargs
-        )
+        try:
+            model_trace, guide_trace = get_importance_trace(
+                "flat", self.max_plate_nesting, model_fn, guide_fn, self.args, self.kwargs
+            )
+        except (RuntimeError, ValueError) as error:
+            first = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+            if not any(word in first for word in ("size", "shape", "dimension", "expand")):
+                raise
+            enumerated = sorted(self.guide_enumerated | self.model_enumerated)
+            raise DVAEInputError(
+                f"model or guide failed with the discrete sites {enumerated} enumerated "
+                f"({first}); write them so latent values broadcast over extra leading dims "
+                "(torch.broadcast_shapes and expand, not view(batch, ...) or expand(batch, ...))"
+            ) from error
         guide_trace.pack_tensors()
         model_trace.pack_tensors(guide_trace.plate_to_symbol)
         return model_trace, guide_trace

@@ -222,3 +222,23 @@ def test_discrete_elbo_on_mixed_model_is_unbiased():
     se = samples.std(0) / math.sqrt(len(samples))
     assert ((samples.mean(0) - ref).abs() / se).max() < Z_MAX + 1  # ref has its own MC error
     assert (ref < closed_form_log_px(p)).all()
+
+
+def test_guide_that_does_not_broadcast_gets_a_one_line_error():
+    """A guide that fixes the batch shape (``x.expand(y.shape[:-1] + ...)`` fails once y has
+    an enumeration dim): a one-line DVAEInputError naming the enumerated site and the fix."""
+    from pyro_dvae.errors import DVAEInputError
+
+    p = make_params()
+    load(p)
+
+    def rigid_guide(x, y=None):
+        A, c, B, log_sd = (pyro.param(n) for n in ("A", "c", "B", "log_sd"))
+        with pyro.plate("data", x.shape[0]):
+            y = pyro.sample("y", dist.OneHotCategorical(logits=x @ A.T + c))
+            xy = torch.cat([x.expand(y.shape[:-1] + x.shape[-1:]), y], -1)
+            pyro.sample("z", dist.Normal(xy @ B.T, log_sd.exp()).to_event(1))
+
+    with pytest.raises(DVAEInputError, match=r"\['y'\].*broadcast") as info:
+        EnumeratedELBO().loss(model, rigid_guide, p["x"])
+    assert "\n" not in str(info.value)
