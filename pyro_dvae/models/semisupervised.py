@@ -9,6 +9,7 @@ import pyro.distributions as dist
 import torch
 from pyro import poutine
 from torch import nn
+from torch.nn import functional as F
 
 __all__ = ["SemiSupervisedVAE"]
 
@@ -123,11 +124,12 @@ class SemiSupervisedVAE(nn.Module):
 
     def q_z(self, x: torch.Tensor, y: torch.Tensor) -> dist.Independent:
         """The guide's ``q(z | x, y)``, batch shape broadcast from ``x`` and ``y``."""
-        shape = torch.broadcast_shapes(x.shape[:-1], y.shape[:-1])
-        h = self.encoder(
-            torch.cat([x.expand(shape + x.shape[-1:]), y.expand(shape + y.shape[-1:])], -1)
-        )
-        loc, log_scale = h.split(self.z_dim, -1)
+        # encoder([x, y]) with its first layer split as W_x x + W_y y + b: under an enumerated
+        # y, the x part (the largest product) is computed once instead of once per class
+        first = self.encoder[0]
+        d = x.shape[-1]
+        h = F.linear(x, first.weight[:, :d], first.bias) + F.linear(y, first.weight[:, d:])
+        loc, log_scale = self.encoder[1:](h).split(self.z_dim, -1)
         return dist.Normal(loc, log_scale.exp()).to_event(1)
 
     def decoder_logits(self, y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
