@@ -29,7 +29,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 #: sub-command modules; each has ``register(subparsers)`` and sets ``run(args) -> int``
-COMMANDS = ("train", "compare", "export", "plot")
+COMMANDS = ("train", "semisupervised", "compare", "export", "plot")
 
 
 def build_parser() -> argparse.ArgumentParser:

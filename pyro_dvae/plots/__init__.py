@@ -21,10 +21,14 @@ from .images import (
 )
 from .latents import plot_code_usage, plot_code_vs_label, plot_posterior_entropy
 from .run import plot_comparison_dir, plot_run
+from .semisupervised import plot_accuracy_curve, plot_class_samples, plot_confusion_matrix
 from .training import plot_elbo_curves, plot_learning_curves, plot_training_curve
 
 __all__ = [
     "latent_traversals",
+    "plot_accuracy_curve",
+    "plot_class_samples",
+    "plot_confusion_matrix",
     "plot_code_usage",
     "plot_code_vs_label",
     "plot_comparison_dir",

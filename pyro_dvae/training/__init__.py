@@ -21,6 +21,13 @@ from ._limits import MAX_LATENT_UNITS as MAX_LATENT_UNITS
 from ._limits import MAX_PARAMETERS as MAX_PARAMETERS
 from ._loop import train
 from ._signals import TrainingInterrupted
+from .semisupervised import (
+    SEMISUPERVISED_ESTIMATORS,
+    SemiSupervisedConfig,
+    confusion_matrix,
+    pick_labelled,
+    train_semisupervised,
+)
 
 __all__ = [
     "CHECKPOINT_NAME",
@@ -29,8 +36,13 @@ __all__ = [
     "LR_SCHEDULES",
     "ON_NAN",
     "RELAXED_ESTIMATORS",
+    "SEMISUPERVISED_ESTIMATORS",
+    "SemiSupervisedConfig",
     "TrainConfig",
     "TrainingInterrupted",
+    "confusion_matrix",
     "load_run",
+    "pick_labelled",
     "train",
+    "train_semisupervised",
 ]
