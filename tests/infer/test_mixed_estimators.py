@@ -208,6 +208,10 @@ def test_exact_posterior_guide_makes_every_bound_equal_log_px():
     torch.testing.assert_close(EnumeratedELBO().per_datum(model, guide, p["x"]), log_px)
     assert EnumeratedELBO().loss(model, guide, p["x"]) == pytest.approx(-float(log_px.sum()))
     torch.testing.assert_close(iwae_log_likelihood(model, guide, p["x"], num_samples=7), log_px)
+    # y walked in blocks of one class (z drawn per block): the same exact value
+    blocked = EnumeratedELBO(chunk_size=1)
+    torch.testing.assert_close(blocked.per_datum(model, guide, p["x"]), log_px)
+    assert blocked.loss(model, guide, p["x"]) == pytest.approx(-float(log_px.sum()))
     # a wrong guide is strictly below: the test can fail
     load(make_params())
     assert (EnumeratedELBO(num_particles=50).per_datum(model, guide, p["x"]) < log_px - 0.1).all()
