@@ -20,12 +20,15 @@ from dataclasses import dataclass
 
 import pyro.poutine as poutine
 import torch
-from pyro.distributions import Independent
-from pyro.distributions.torch_distribution import ExpandedDistribution, MaskedDistribution
-from torch.distributions import Distribution
 
 from ..errors import DVAEInputError, LatentSpaceTooLargeError
-from .structured_enumeration import StructuredEnumeration, summarize_sizes
+from .structured_enumeration import (
+    DEFAULT_MAX_CONFIGURATIONS,
+    DEFAULT_MEMORY_BUDGET,
+    StructuredEnumeration,
+    leaf_distribution,
+    summarize_sizes,
+)
 from .util import DataPlates, find_data_plates, per_datum_log_prob, sample_sites
 
 __all__ = [
@@ -34,15 +37,6 @@ __all__ = [
     "exact_log_likelihood",
     "exact_posterior",
 ]
-
-DEFAULT_MAX_CONFIGURATIONS = 2**20
-DEFAULT_MEMORY_BUDGET = 256 * 2**20  # bytes per chunk for the largest per-chunk tensors
-
-
-def _leaf(fn: Distribution) -> Distribution:
-    while isinstance(fn, (Independent, ExpandedDistribution, MaskedDistribution)):
-        fn = fn.base_dist
-    return fn
 
 
 @dataclass
@@ -96,7 +90,7 @@ class LatentEnumeration:
         floats_per_config = 1024  # slack for hidden activations of a decoder
         for site in sample_sites(trace):
             if site["is_observed"]:
-                if getattr(_leaf(site["fn"]), "broadcasts_efficiently", False):
+                if getattr(leaf_distribution(site["fn"]), "broadcasts_efficiently", False):
                     floats_per_config += self.plates.num_data + site["fn"].event_shape.numel()
                 else:
                     floats_per_config += site["value"].numel()
@@ -118,7 +112,7 @@ class LatentEnumeration:
 
     def _describe(self, site: dict) -> _Site:
         fn = site["fn"]
-        leaf = _leaf(fn)
+        leaf = leaf_distribution(fn)
         if not leaf.has_enumerate_support:
             raise DVAEInputError(
                 f"latent site '{site['name']}' has a {type(leaf).__name__} distribution, which "

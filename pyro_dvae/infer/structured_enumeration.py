@@ -55,14 +55,15 @@ DEFAULT_MAX_CONFIGURATIONS = 2**20
 DEFAULT_MEMORY_BUDGET = 256 * 2**20  # bytes per block for the largest per-block tensors
 
 
-def _leaf(fn: Distribution) -> Distribution:
+def leaf_distribution(fn: Distribution) -> Distribution:
+    """The distribution under any ``Independent``, ``Expanded`` or ``Masked`` wrappers."""
     while isinstance(fn, (Independent, ExpandedDistribution, MaskedDistribution)):
         fn = fn.base_dist
     return fn
 
 
 def _is_discrete(fn: Distribution) -> bool:
-    return bool(getattr(_leaf(fn), "has_enumerate_support", False))
+    return bool(getattr(leaf_distribution(fn), "has_enumerate_support", False))
 
 
 class _BlockSupport(TorchDistribution):
@@ -272,8 +273,9 @@ class StructuredEnumeration:
                 )
             if not discrete:
                 if not in_guide:
+                    kind = type(leaf_distribution(site["fn"])).__name__
                     raise DVAEInputError(
-                        f"latent site '{name}' has a {type(_leaf(site['fn'])).__name__} "
+                        f"latent site '{name}' has a {kind} "
                         "distribution, which cannot be summed exactly, and no guide site; add "
                         f"q({name} | x) to the guide (it is then sampled) or make '{name}' discrete"
                     )
@@ -293,7 +295,7 @@ class StructuredEnumeration:
                 )
             if name in self.continuous and not site["fn"].has_rsample:
                 raise DVAEInputError(
-                    f"guide site '{name}' ({type(_leaf(site['fn'])).__name__}) has no "
+                    f"guide site '{name}' ({type(leaf_distribution(site['fn'])).__name__}) has no "
                     "reparameterized sampler; exact objectives sample continuous sites by "
                     "rsample: use a reparameterizable distribution such as Normal"
                 )
@@ -309,7 +311,7 @@ class StructuredEnumeration:
             for name in names:
                 site = trace.nodes[name]
                 fn = site["fn"]
-                leaf = _leaf(fn)
+                leaf = leaf_distribution(fn)
                 leaf_event = tuple(leaf.event_shape)
                 event = tuple(fn.event_shape)
                 units = event[: len(event) - len(leaf_event)]
@@ -488,7 +490,7 @@ def _floats_per_config(site: dict) -> int:
     """Floats of an observed site's log-density work per enumerated configuration: ``batch x
     event``, or ``batch + event`` for a distribution that scores by a matrix product."""
     fn = site["fn"]
-    if getattr(_leaf(fn), "broadcasts_efficiently", False):
+    if getattr(leaf_distribution(fn), "broadcasts_efficiently", False):
         return fn.batch_shape.numel() + fn.event_shape.numel()
     return site["value"].numel() if torch.is_tensor(site["value"]) else 1
 
