@@ -56,6 +56,18 @@ def test_bench_exact_agrees_with_pyro(bench_exact_output, latent):
     assert diff < 1e-4, row  # ours and Pyro's enumeration give the same log p(x)
 
 
+@pytest.mark.parametrize("case", ["hmm-T10", "mix-K3-P20"])
+def test_bench_exact_structured_rows(bench_exact_output, case):
+    text = bench_exact_output
+    row = next(line for line in text.splitlines() if line.strip().startswith(case + " "))
+    cols = [c.strip() for c in row.split("|")]
+    assert "failed" not in row, row  # both sides ran
+    sum_diff = float(cols[4])
+    ours_err, pyro_err = (float(v) for v in cols[5].split())
+    assert sum_diff < 1e-3, row  # ours and Pyro's agree on the total
+    assert ours_err < 1e-3 and pyro_err < 1e-3, row  # both match the float64 reference
+
+
 def test_mnist_paper_smoke_writes_its_table(tmp_path):
     text = _run("mnist_paper.py", "--out", str(tmp_path), "--set", "kl_warmup=5")
     rows = [
