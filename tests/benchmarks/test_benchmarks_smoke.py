@@ -17,6 +17,7 @@ SMOKE = {
     "bench_exact.py": ["--smoke", "--threads", "1"],
     "mnist_paper.py": ["--smoke", "--threads", "1", "--no-progress"],
     "m2_semisupervised.py": ["--smoke", "--threads", "1"],
+    "bench_mixed_enumeration.py": ["--smoke", "--threads", "1"],
 }
 
 
@@ -99,3 +100,9 @@ def test_m2_smoke_labels_only_baseline_has_no_speedup():
     }
     assert set(rows) == {"enumerate", "labels-only"}, text
     assert rows["labels-only"][4].strip() == "-" and rows["enumerate"][4].strip() == "1.00x"
+
+
+def test_mixed_enumeration_equals_trace_enum():
+    text = _run("bench_mixed_enumeration.py")
+    pairs = re.findall(r"loss ours (\S+)  pyro (\S+)", text)
+    assert pairs and all(a == b for a, b in pairs), text  # same seed, same loss
