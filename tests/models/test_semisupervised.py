@@ -220,8 +220,8 @@ def test_semi_supervised_training_on_separable_data():
     svi = TorchOptimSVI(
         m.model, m.guide, lambda ps: torch.optim.Adam(ps, lr=2e-2), EnumeratedELBO()
     )
-    for step in range(150):
-        i = (step * 50) % 300
-        svi.step(x_u[i : i + 50])
+    for step in range(40):
+        i = (step * 100) % 300
+        svi.step(x_u[i : i + 100])
         svi.step(x_l, y_l, scale=len(x_l) / 300)
     assert m.accuracy(x_test, labels_test) >= 0.95
