@@ -26,6 +26,8 @@ TUTORIALS = [
     "06_train_categorical_vae.py",
     "07_enumeration_vs_gumbel.py",
     "08_posterior_analysis_arviz.py",
+    "09_mixture_vae.py",
+    "10_semisupervised_m2.py",
 ]
 
 
