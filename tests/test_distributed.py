@@ -29,10 +29,12 @@ WORKER = textwrap.dedent(
     ddp = DDP(ELBOLoss(vae, vae.model, vae.guide, build_elbo(estimator)))
     x = (torch.rand(7, 10, generator=torch.Generator().manual_seed(0)) < 0.4).float()
     (ddp(ctx.shard(x)) * ctx.world_size).backward()
-    total = ctx.all_reduce_sum(float(ddp(ctx.shard(x))))
+    with torch.no_grad():  # an evaluation forward: DDP's reducer must not wait for a backward
+        total = ctx.all_reduce_sum(float(ddp(ctx.shard(x))))
     if ctx.is_main:
         torch.save({"state": vae.state_dict(), "loss": total,
                     "grads": {n: p.grad for n, p in vae.named_parameters()}}, out)
+    del ddp  # release DDP's reducer (and its gloo work) before leaving the process group
     ctx.shutdown()
     """
 )
