@@ -165,6 +165,25 @@ class _EnumerateDiscrete(Messenger):
             msg["fn"] = _BlockSupport(fn, site.values(start, stop, len(fn.batch_shape)))
 
 
+class _FirstSupportValue(Messenger):
+    """Gives every unobserved discrete site the first value of its support instead of a draw.
+
+    The analysis pass reads a model's structure (sites, plates, distributions), not its
+    values; a valid value costs nothing while a draw of every plate-local latent costs as much
+    as the sum itself (``torch.multinomial`` over 78,400 pixels).
+    """
+
+    def _pyro_sample(self, msg) -> None:
+        if msg["is_observed"] or msg["value"] is not None or not _is_discrete(msg["fn"]):
+            return
+        fn = msg["fn"]
+        try:
+            first = leaf_distribution(fn).enumerate_support(expand=False)[0]
+        except NotImplementedError:
+            return
+        msg["value"] = first.expand(fn.shape()).contiguous()  # a model may .view() it
+
+
 def _plates(site: dict) -> frozenset:
     return frozenset(
         (f.name, f.dim, f.size) for f in site["cond_indep_stack"] if f.vectorized and f.dim
@@ -225,10 +244,14 @@ class StructuredEnumeration:
         self.guide_side = guide_side
         # the analysis pass draws nothing from the global RNG: equal seeds give equal draws
         # to this engine and to Pyro's TraceEnum_ELBO
+        # and samples no discrete site (their values only need to be valid: structure is read)
         with torch.no_grad(), poutine.block(hide_types=["param"]), _saved_rng():
-            guide_trace = poutine.trace(guide).get_trace(*args, **self.kwargs) if guide else None
+            guide_fn = _FirstSupportValue()(guide) if guide else None
+            guide_trace = poutine.trace(guide_fn).get_trace(*args, **self.kwargs) if guide else None
             replayed = poutine.replay(model, trace=guide_trace) if guide else model
-            model_trace = poutine.trace(replayed).get_trace(*args, **self.kwargs)
+            model_trace = poutine.trace(_FirstSupportValue()(replayed)).get_trace(
+                *args, **self.kwargs
+            )
         self._describe(model_trace, guide_trace, max_configurations)
         self.blocks_size = self._block_capacity(model_trace, chunk_size)
         self._plan_blocks()
