@@ -14,6 +14,7 @@ from .gumbel_rao_elbo import GumbelRaoELBO, GumbelRaoMessenger, gumbel_rao_distr
 from .gumbel_softmax_elbo import KL_CHOICES, GumbelSoftmaxELBO
 from .reinmax_elbo import ReinMaxELBO, ReinMaxMessenger, reinmax_distribution
 from .relax import RelaxMessenger, discrete_counterpart, map_leaf, relax, relax_distribution
+from .rloo_elbo import RLOOELBO, rloo_learning_signals
 from .schedules import ConstantTemperature, ExponentialDecayTemperature, TemperatureSchedule
 from .score_function_elbo import BASELINES, BaselineMessenger, NeuralBaseline, ScoreFunctionELBO
 from .structured_enumeration import StructuredEnumeration
@@ -38,6 +39,7 @@ __all__ = [
     "GumbelSoftmaxELBO",
     "LatentEnumeration",
     "NeuralBaseline",
+    "RLOOELBO",
     "ReinMaxELBO",
     "ReinMaxMessenger",
     "RelaxMessenger",
@@ -57,6 +59,7 @@ __all__ = [
     "relax",
     "reinmax_distribution",
     "relax_distribution",
+    "rloo_learning_signals",
     "sampled_prior_kl",
     "vimco_learning_signals",
 ]
