@@ -1,5 +1,6 @@
 """Objectives, exact enumeration and evaluation for discrete-latent models."""
 
+from .disarm_elbo import DISARM_COUPLINGS, DisARMELBO, disarm_weights
 from .enumerated_elbo import EnumeratedELBO
 from .enumeration import (
     DEFAULT_MAX_CONFIGURATIONS,
@@ -25,12 +26,14 @@ from .vimco_elbo import VIMCOELBO, vimco_learning_signals
 __all__ = [
     "BASELINES",
     "DEFAULT_MAX_CONFIGURATIONS",
+    "DISARM_COUPLINGS",
     "ESTIMATORS",
     "EXACT_ESTIMATORS",
     "KL_CHOICES",
     "RELAXED_ESTIMATORS",
     "BaselineMessenger",
     "ConstantTemperature",
+    "DisARMELBO",
     "EnumeratedELBO",
     "ExactMarginalELBO",
     "ExponentialDecayTemperature",
@@ -49,6 +52,7 @@ __all__ = [
     "TorchOptimSVI",
     "VIMCOELBO",
     "build_elbo",
+    "disarm_weights",
     "discrete_counterpart",
     "discrete_elbo",
     "exact_log_likelihood",

@@ -1,0 +1,313 @@
+"""DisARM: antithetic pairs of Bernoulli samples with an unbiased, low-variance gradient."""
+
+from __future__ import annotations
+
+import torch
+from pyro.distributions import Independent
+from pyro.distributions.torch_distribution import ExpandedDistribution, MaskedDistribution
+from pyro.infer import ELBO
+from pyro.infer.enum import get_importance_trace
+from pyro.infer.inspect import get_dependencies
+from pyro.infer.util import is_validation_enabled, torch_item
+from pyro.poutine import Trace
+from pyro.poutine.messenger import Messenger
+from pyro.poutine.subsample_messenger import _Subsample
+from pyro.util import check_if_enumerated, warn_if_nan
+from torch.distributions import Bernoulli, Distribution
+
+from ..errors import DVAEInputError
+from .local_latents import broadcast_to_site, local_data_plates, per_datum_terms
+from .util import DataPlates, sample_sites
+
+__all__ = ["DISARM_COUPLINGS", "DisARMELBO", "bernoulli_logits", "disarm_weights"]
+
+#: how the antithetic pair is formed over several discrete guide sites
+DISARM_COUPLINGS = ("auto", "joint", "sequential")
+
+
+def bernoulli_logits(fn: Distribution) -> torch.Tensor | None:
+    """The logits of a Bernoulli site's distribution, broadcast to its value's shape, or
+    ``None`` if its innermost distribution is not a ``Bernoulli`` (``.to_event``, ``.expand``
+    and ``.mask`` wrappers are looked through).
+
+    Example:
+        >>> import pyro.distributions as dist
+        >>> bernoulli_logits(dist.Bernoulli(logits=torch.zeros(3)).expand([2, 3]).to_event(1)).shape
+        torch.Size([2, 3])
+    """
+    leaf = fn
+    while isinstance(leaf, (Independent, ExpandedDistribution, MaskedDistribution)):
+        leaf = leaf.base_dist
+    if not isinstance(leaf, Bernoulli) or getattr(fn, "has_rsample", False):
+        return None
+    return leaf.logits.expand(fn.shape())
+
+
+def disarm_weights(b: torch.Tensor, b_anti: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """DisARM's per-unit weight ``(-1)^{b~} 1[b != b~] sigmoid(|logits|)`` of the antithetic
+    pair ``(b, b~)``; the gradient estimate wrt ``logits`` is ``(f(b) - f(b~)) / 2`` times it
+    (Dong, Mnih & Tucker 2020, arXiv:2006.10680). Detached.
+
+    Example:
+        >>> disarm_weights(torch.tensor([1.0, 0.0, 1.0]), torch.tensor([0.0, 1.0, 1.0]),
+        ...                torch.zeros(3))
+        tensor([ 0.5000, -0.5000,  0.0000])
+    """
+    sign = 1.0 - 2.0 * b_anti
+    return (sign * (b != b_anti) * torch.sigmoid(logits.abs())).detach()
+
+
+class _PairMessenger(Messenger):
+    """Draws one member of an antithetic pair in the guide.
+
+    Bernoulli sites in ``flip`` draw ``b = 1[1 - u < sigmoid(logits)]`` from the recorded
+    uniforms ``u`` (the antithetic member); with ``record`` set, every other Bernoulli site
+    draws ``b = 1[u < sigmoid(logits)]`` and records ``u``. Sites in ``replay`` take the given
+    values. Every other site samples as written.
+    """
+
+    def __init__(
+        self,
+        record: bool = False,
+        noise: dict[str, torch.Tensor] | None = None,
+        flip: frozenset[str] = frozenset(),
+        replay: dict[str, torch.Tensor] | None = None,
+    ) -> None:
+        super().__init__()
+        self.record = record
+        self.noise: dict[str, torch.Tensor] = {} if noise is None else noise
+        self.flip = flip
+        self.replay = replay or {}
+
+    def _pyro_sample(self, msg: dict) -> None:
+        if msg["is_observed"] or isinstance(msg["fn"], _Subsample) or msg["done"]:
+            return
+        name = msg["name"]
+        if name in self.replay:
+            msg["value"] = self.replay[name]
+            msg["done"] = True
+            return
+        logits = bernoulli_logits(msg["fn"])
+        if logits is None:
+            return
+        if name in self.flip:
+            u = 1.0 - self.noise[name]
+        elif self.record:
+            u = torch.rand(logits.shape, dtype=logits.dtype, device=logits.device)
+            self.noise[name] = u
+        else:
+            return
+        with torch.no_grad():
+            msg["value"] = (u < torch.sigmoid(logits)).to(logits.dtype)
+        msg["done"] = True
+
+
+def _callable_key(fn) -> tuple:
+    return (getattr(fn, "__func__", fn), id(getattr(fn, "__self__", None)))
+
+
+def _leaf_parameters(fn: Distribution) -> list[torch.Tensor]:
+    leaf = fn
+    while isinstance(leaf, (Independent, ExpandedDistribution, MaskedDistribution)):
+        leaf = leaf.base_dist
+    return [
+        leaf.__dict__[k].detach()
+        for k in getattr(leaf, "arg_constraints", {})
+        if torch.is_tensor(leaf.__dict__.get(k))
+    ]
+
+
+class DisARMELBO(ELBO):
+    """DisARM gradient of the ELBO for guides with Bernoulli latents (Dong, Mnih & Tucker 2020,
+    "DisARM: An Antithetic Gradient Estimator for Binary Latent Variables", arXiv:2006.10680).
+
+    Each step draws an antithetic pair from shared uniforms ``u``: ``b = 1[u < sigmoid(a)]`` and
+    ``b~ = 1[1 - u < sigmoid(a)]`` (each marginally ``q``), evaluates the sample ELBO ``f`` on
+    both, and estimates the gradient wrt each unit's logit ``a_i`` by
+
+        (f(b) - f(b~)) / 2 * (-1)^{b~_i} 1[b_i != b~_i] sigmoid(|a_i|)
+
+    (Rao-Blackwellized ARM, Yin & Zhou 2019, arXiv:1807.11143). It is unbiased; units on which
+    the pair agrees contribute nothing. ``f`` is kept per datum along the data plates, so each
+    datum's units see their own difference. Gradients of ``f`` at the drawn values (model
+    parameters, reparameterized guide sites) are averaged over the pair; the discrete sites'
+    ``grad log q`` at a fixed value, whose expectation is zero, is left out.
+
+    Other non-reparameterized guide sites (``Categorical``, ``OneHotCategorical``, ...) are
+    drawn independently in the two members and get the two-sample leave-one-out score function
+    ``(f(z) - f(z~)) / 2 * (grad log q(z) - grad log q(z~))``, also unbiased. (The categorical
+    DisARM of Dong, Mnih & Tucker 2021, arXiv:2106.08056, is not implemented.)
+
+    Several discrete sites (``coupling``):
+
+    - ``"joint"``: one pair for all sites, 2 evaluations of the model per step. Valid when the
+      guide's discrete sites are independent given the data (a factorized encoder); a site whose
+      distribution changes with the other member's draws raises a one-line error.
+    - ``"sequential"``: a guide ``q(z_1) q(z_2 | z_1) ...`` gets one pair per discrete site m:
+      the base draw, and a draw that keeps the sites before m, takes the antithetic value at m
+      and redraws the sites after m. ``1 + M`` evaluations for M discrete sites; valid for any
+      guide.
+    - ``"auto"`` (default): ``"joint"`` if no discrete guide site depends on another guide site
+      (Pyro's provenance tracking, :func:`pyro.infer.inspect.get_dependencies`, once per
+      guide), else ``"sequential"``.
+
+    :param num_particles: antithetic pairs per step (averaged).
+    :param coupling: one of :data:`DISARM_COUPLINGS`.
+    :param max_plate_nesting: as for Pyro's ELBOs.
+
+    Example:
+        >>> import pyro, pyro.distributions as dist
+        >>> def model(x):
+        ...     with pyro.plate("data", len(x)):
+        ...         z = pyro.sample("z", dist.Bernoulli(0.5 * torch.ones(3)).to_event(1))
+        ...         pyro.sample("x", dist.Normal(z.sum(-1), 1.0), obs=x)
+        >>> def guide(x):
+        ...     a = pyro.param("a", torch.zeros(3))
+        ...     with pyro.plate("data", len(x)):
+        ...         pyro.sample("z", dist.Bernoulli(logits=a).to_event(1))
+        >>> loss = DisARMELBO().loss_and_grads(model, guide, torch.full((4,), 3.0))
+        >>> bool((pyro.param("a").grad <= 0).all())  # descent raises q(z = 1) (or leaves it)
+        True
+    """
+
+    def __init__(
+        self,
+        num_particles: int = 1,
+        coupling: str = "auto",
+        max_plate_nesting: float = float("inf"),
+    ) -> None:
+        if coupling not in DISARM_COUPLINGS:
+            raise DVAEInputError(f"coupling must be one of {DISARM_COUPLINGS}, got {coupling!r}")
+        if int(num_particles) < 1:
+            raise DVAEInputError(f"num_particles must be >= 1, got {num_particles}")
+        super().__init__(num_particles=int(num_particles), max_plate_nesting=max_plate_nesting)
+        self.coupling = coupling
+        self._auto: dict[tuple, str] = {}
+
+    # ------------------------------------------------------------------ traces
+    def _run(self, model, guide, args, kwargs, messenger: _PairMessenger) -> tuple[Trace, Trace]:
+        model_trace, guide_trace = get_importance_trace(
+            "flat", self.max_plate_nesting, model, messenger(guide), args, kwargs
+        )
+        if is_validation_enabled():
+            check_if_enumerated(guide_trace)
+        return model_trace, guide_trace
+
+    def _get_trace(self, model, guide, args, kwargs):
+        """One base draw's model and guide traces (Pyro's ``ELBO`` interface)."""
+        return self._run(model, guide, args, kwargs, _PairMessenger(record=True))
+
+    def _coupling_for(self, guide, args, kwargs) -> str:
+        if self.coupling != "auto":
+            return self.coupling
+        key = _callable_key(guide)
+        if key not in self._auto:
+            try:
+                deps = get_dependencies(guide, args, kwargs)["prior_dependencies"]
+                coupled = any(len(set(up) - {site}) > 0 for site, up in deps.items())
+            except Exception:  # provenance tracking failed: the always-valid choice
+                coupled = True
+            self._auto[key] = "sequential" if coupled else "joint"
+        return self._auto[key]
+
+    @staticmethod
+    def _check_independent(base: Trace, anti: Trace, names: list[str]) -> None:
+        for name in names:
+            before = _leaf_parameters(base.nodes[name]["fn"])
+            after = _leaf_parameters(anti.nodes[name]["fn"])
+            if len(before) != len(after) or not all(
+                a.shape == b.shape and torch.equal(a, b) for a, b in zip(before, after)
+            ):
+                raise DVAEInputError(
+                    f"guide site '{name}' changes with the other guide sites' draws, so DisARM's "
+                    "joint antithetic pair does not apply; use coupling='sequential' (or 'auto')"
+                )
+
+    # ------------------------------------------------------------------ estimate
+    def _pair_surrogate(self, model, guide, args, kwargs) -> tuple[torch.Tensor, torch.Tensor]:
+        """One pair's surrogate ELBO (gradient = the DisARM estimate) and its value."""
+        coupling = self._coupling_for(guide, args, kwargs)
+        base = _PairMessenger(record=True)
+        model0, guide0 = self._run(model, guide, args, kwargs, base)
+        plates = local_data_plates(model0, guide0, lead=0, name="DisARM")
+        f0, scores0 = per_datum_terms(model0, guide0, plates, lead=0, detach_discrete_log_q=True)
+        order = [s["name"] for s in sample_sites(guide0) if not s["is_observed"]]
+        discrete = [n for n in order if n in scores0]
+        runs: list[tuple[torch.Tensor, dict, Trace, list[str]]] = []
+        if coupling == "joint" and discrete:
+            anti = _PairMessenger(noise=base.noise, flip=frozenset(base.noise))
+            model1, guide1 = self._run(model, guide, args, kwargs, anti)
+            self._check_independent(guide0, guide1, discrete)
+            f1, scores1 = per_datum_terms(
+                model1, guide1, plates, lead=0, detach_discrete_log_q=True
+            )
+            runs.append((f1, scores1, guide1, discrete))
+        elif discrete:
+            for name in discrete:
+                prefix = order[: order.index(name)]
+                anti = _PairMessenger(
+                    noise=base.noise,
+                    flip=frozenset({name}) & frozenset(base.noise),
+                    replay={n: guide0.nodes[n]["value"] for n in prefix},
+                )
+                model1, guide1 = self._run(model, guide, args, kwargs, anti)
+                f1, scores1 = per_datum_terms(
+                    model1, guide1, plates, lead=0, detach_discrete_log_q=True
+                )
+                runs.append((f1, scores1, guide1, [name]))
+        values = [f0] + [r[0] for r in runs]
+        direct = sum(values) / len(values)  # pathwise part, each member is marginally q
+        surrogate = direct.sum()
+        for f1, scores1, guide1, names in runs:
+            half_diff = 0.5 * (f0 - f1).detach()  # [num_data]
+            for name in names:
+                surrogate = surrogate + self._site_term(
+                    name, half_diff, plates, guide0, guide1, scores0, scores1, base.noise
+                )
+        return surrogate, direct.detach().sum()
+
+    @staticmethod
+    def _site_term(
+        name: str,
+        half_diff: torch.Tensor,
+        plates: DataPlates,
+        guide0: Trace,
+        guide1: Trace,
+        scores0: dict,
+        scores1: dict,
+        noise: dict,
+    ) -> torch.Tensor:
+        site0, site1 = guide0.nodes[name], guide1.nodes[name]
+        if name in noise:  # a Bernoulli site: DisARM
+            logits = bernoulli_logits(site0["fn"])
+            weights = disarm_weights(site0["value"], site1["value"], logits)
+            signal = broadcast_to_site(half_diff, plates, site0["fn"].event_dim)
+            return (signal * weights * logits).sum()
+        # any other non-reparameterized site: two-sample leave-one-out score function
+        return (half_diff * (scores0[name] - scores1[name])).sum()
+
+    def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
+        """A surrogate whose value is ``-ELBO`` (the pairs' average, summed over data) and whose
+        gradient is the DisARM estimate."""
+        total, value = 0.0, 0.0
+        for _ in range(self.num_particles):
+            surrogate, elbo = self._pair_surrogate(model, guide, args, kwargs)
+            total = total + surrogate
+            value = value + elbo
+        total, value = total / self.num_particles, value / self.num_particles
+        return -(total + (value - total.detach()))
+
+    def loss(self, model, guide, *args, **kwargs) -> float:
+        """``-ELBO`` estimated from ``num_particles`` antithetic pairs, summed over data."""
+        with torch.no_grad():
+            loss = torch_item(self.differentiable_loss(model, guide, *args, **kwargs))
+        warn_if_nan(loss, "loss")
+        return loss
+
+    def loss_and_grads(self, model, guide, *args, **kwargs) -> float:
+        surrogate = self.differentiable_loss(model, guide, *args, **kwargs)
+        if surrogate.requires_grad:
+            surrogate.backward(retain_graph=self.retain_graph)
+        loss = torch_item(surrogate)
+        warn_if_nan(loss, "loss")
+        return loss
