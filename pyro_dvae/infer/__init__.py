@@ -4,7 +4,6 @@ from .disarm_elbo import DISARM_COUPLINGS, DisARMELBO, disarm_weights
 from .enumerated_elbo import EnumeratedELBO
 from .enumeration import (
     DEFAULT_MAX_CONFIGURATIONS,
-    LatentEnumeration,
     exact_log_likelihood,
     exact_posterior,
 )
@@ -40,7 +39,6 @@ __all__ = [
     "GumbelRaoELBO",
     "GumbelRaoMessenger",
     "GumbelSoftmaxELBO",
-    "LatentEnumeration",
     "NeuralBaseline",
     "RLOOELBO",
     "ReinMaxELBO",

@@ -41,6 +41,7 @@ from pyro.distributions.torch_distribution import ExpandedDistribution, MaskedDi
 from pyro.infer.enum import get_importance_trace
 from pyro.infer.traceenum_elbo import _compute_model_factors
 from pyro.ops.contract import contract_to_tensor
+from pyro.ops.rings import LogRing
 from pyro.poutine.enum_messenger import EnumMessenger
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_subsample
@@ -327,11 +328,12 @@ class StructuredEnumeration:
         data = set(self.data_frames)
         self.coupled: dict[str, _CoupledSite] = {}
         self.coupled_side: dict[str, str] = {}
+        self.coupled_batch_ndim: dict[str, int] = {}
         for side, trace, names in (
             ("guide", guide_trace, self.guide_enumerated),
             ("model", model_trace, self.model_enumerated),
         ):
-            for name in names:
+            for name in [n for n in (trace.nodes if trace else ()) if n in names]:  # run order
                 site = trace.nodes[name]
                 fn = site["fn"]
                 leaf = leaf_distribution(fn)
@@ -346,6 +348,7 @@ class StructuredEnumeration:
                 support = support.reshape((support.shape[0],) + leaf_event)
                 self.coupled[name] = _CoupledSite(name, support, units)
                 self.coupled_side[name] = side
+                self.coupled_batch_ndim[name] = len(fn.batch_shape)
         sizes = [(s.num_categories, s.num_units) for s in self.coupled.values()]
         self.num_coupled_configurations = math.prod(s.size for s in self.coupled.values())
         if self.num_coupled_configurations > max_configurations:
@@ -440,7 +443,12 @@ class StructuredEnumeration:
         sizes = [f[2] for f in self.data_frames]
         log_sum = 0.0
         if log_factors:
-            term = contract_to_tensor(log_factors, sum_dims, target_ordinal=frozenset(data_symbols))
+            term = contract_to_tensor(
+                log_factors,
+                sum_dims,
+                target_ordinal=frozenset(data_symbols),
+                ring=_data_ring(data_symbols, sizes),
+            )
             log_sum = _to_data(term, data_symbols, sizes)
         rest = 0.0
         for terms in costs.values():
@@ -458,6 +466,74 @@ class StructuredEnumeration:
         ``guide_trace`` (if given) so that every block sees the same continuous draw."""
         for block in self.blocks:
             yield self.log_marginal_terms(*self.traces(block, guide_trace=guide_trace))
+
+    def log_joint_table(self) -> torch.Tensor:
+        """log p(x, c) for every joint configuration ``c`` of the coupled group, per datum.
+
+        Shape ``[num_coupled_configurations, *data plate sizes]``, the first coupled site
+        varying slowest; every other discrete site (plate-local, ``pyro.markov``) is summed out.
+        Model-side only (``guide_side=False`` with no guide); no gradient.
+        """
+        names = list(self.coupled)
+        sizes = [self.coupled[n].size for n in names]
+        data_sizes = [f[2] for f in self.data_frames]
+        table = None
+        with torch.no_grad():
+            for block in self.blocks:
+                model_trace, guide_trace = self.traces(block)
+                costs, log_factors, _, sum_dims, _ = _compute_model_factors(
+                    model_trace, guide_trace
+                )
+                data_symbols = [model_trace.plate_to_symbol[f[0]] for f in self.data_frames]
+                symbols = []
+                for name in names:
+                    infer = model_trace.nodes[name]["infer"]
+                    symbols.append(infer["_dim_to_symbol"].get(infer.get("_enumerate_dim")))
+                keep = {s for s in symbols if s in sum_dims}
+                term = 0.0
+                if log_factors:
+                    target = frozenset(data_symbols)
+                    ring = _data_ring(data_symbols, data_sizes)
+                    total = contract_to_tensor(
+                        log_factors, sum_dims, target_ordinal=target, ring=ring
+                    )
+                    term = _dense(total, symbols + data_symbols)
+                    if keep:
+                        # with target dims, Pyro contracts "modulo total": the factors that
+                        # touch no kept dim are left out; they are what the total adds to the
+                        # log-sum of the kept table
+                        kept = contract_to_tensor(
+                            log_factors,
+                            sum_dims,
+                            target_ordinal=target,
+                            target_dims=keep,
+                            ring=_data_ring(data_symbols, data_sizes),
+                        )
+                        kept = _dense(kept, symbols + data_symbols)
+                        lead = list(range(len(symbols)))
+                        term = kept + (term - kept.logsumexp(lead, keepdim=True))
+                for terms in costs.values():
+                    for cost in terms:
+                        term = term + _dense(cost, data_symbols)
+                term = torch.as_tensor(term)
+                if table is None:
+                    table = torch.empty(sizes + data_sizes, dtype=term.dtype)
+                index = tuple(slice(*block.slices.get(n, (0, self.coupled[n].size))) for n in names)
+                table[index] = term.expand(table[index].shape)
+        return table.reshape([-1] + data_sizes)
+
+    def coupled_values(self) -> dict[str, torch.Tensor]:
+        """The coupled sites' values at every joint configuration (the rows of
+        :meth:`log_joint_table`): ``[C, *batch dims as 1, *units, *leaf event]`` per site."""
+        names = list(self.coupled)
+        index = torch.arange(self.num_coupled_configurations)
+        values = {}
+        for name in reversed(names):  # the last site varies fastest
+            site = self.coupled[name]
+            digit = index % site.size
+            index = index // site.size
+            values[name] = site.values(0, site.size, self.coupled_batch_ndim[name])[digit]
+        return {name: values[name] for name in names}
 
     def log_marginal(self) -> torch.Tensor:
         """Exact log p(x) per datum (flattened over the data plate), no gradient."""
@@ -507,6 +583,29 @@ def drop_global_costs(model_trace, guide_trace, data_frames: list) -> None:
             zero._pyro_dims = ""
             site["packed"]["log_prob"] = zero
             site["packed"]["unscaled_log_prob"] = zero
+
+
+def _data_ring(data_symbols: list[str], sizes: list[int]) -> LogRing:
+    """Pyro's log-space ring, told the data plates' sizes: packing drops a size-1 dim from
+    every tensor, and the ring learns sizes only from the tensors it sees, so it could not
+    broadcast a result to a data plate of one element."""
+    return LogRing(dim_to_size=dict(zip(data_symbols, sizes)))
+
+
+def _dense(term, symbols: list[str]) -> torch.Tensor | float:
+    """A packed term as a dense tensor over ``symbols`` (in that order; absent ones size 1),
+    summed over any other dim."""
+    if not torch.is_tensor(term):
+        return float(term)
+    dims = getattr(term, "_pyro_dims", "")
+    drop = [i for i, d in enumerate(dims) if d not in symbols]
+    if drop:
+        term = term.sum(drop)
+        dims = "".join(d for d in dims if d in symbols)
+    present = [d for d in symbols if d in dims]
+    term = term.permute([dims.index(d) for d in present])
+    shape = [term.shape[present.index(d)] if d in present else 1 for d in symbols]
+    return term.reshape(shape)
 
 
 def _floats_per_config(site: dict) -> int:

@@ -1,6 +1,6 @@
-"""Exact enumeration (``exact_log_likelihood``, ``exact_posterior``, ``LatentEnumeration``) against
-brute-force sums over ``itertools.product`` written here in float64 numpy, and against Pyro's own
-``TraceEnum_ELBO``."""
+"""Exact enumeration (``exact_log_likelihood``, ``exact_posterior``, ``StructuredEnumeration``)
+against brute-force sums over ``itertools.product`` written here in float64 numpy, and against
+Pyro's own ``TraceEnum_ELBO``."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import torch
 from pyro.infer import TraceEnum_ELBO, config_enumerate
 
 from pyro_dvae.errors import DVAEInputError, LatentSpaceTooLargeError
-from pyro_dvae.infer import LatentEnumeration, exact_log_likelihood, exact_posterior
+from pyro_dvae.infer import StructuredEnumeration, exact_log_likelihood, exact_posterior
 from pyro_dvae.models import DiscreteVAE
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: single-threaded
@@ -194,7 +194,8 @@ def brute_vae(vae, x):
 CASES = {
     "a_single_site": (model_a, lambda: torch.tensor(X_A), lambda x: brute_a(x.numpy())[0], 27),
     "b_two_sites": (model_b, lambda: torch.tensor(X_B), lambda x: brute_b(x.numpy()), 24),
-    "d_nested_plate": (model_d, lambda: torch.tensor(X_D), lambda x: brute_d(x.numpy()), 32),
+    # w is local to the pixel plate: summed per pixel, so only z's 2^2 codes are coupled
+    "d_nested_plate": (model_d, lambda: torch.tensor(X_D), lambda x: brute_d(x.numpy()), 4),
 }
 
 
@@ -204,7 +205,8 @@ def test_exact_log_likelihood_user_models(case, chunk_size):
     model, make_x, brute, num_configs = CASES[case]
     x = make_x()
     expected = np_lse(brute(x), axis=0)
-    assert LatentEnumeration(model, (x,)).num_configurations == num_configs
+    space = StructuredEnumeration(model, args=(x,), guide_side=False)
+    assert space.num_coupled_configurations == num_configs
     got = exact_log_likelihood(model, x, chunk_size=chunk_size)
     assert got.shape == (x.shape[0],)
     np.testing.assert_allclose(got.numpy(), expected, rtol=RTOL)
@@ -232,15 +234,27 @@ def test_chunk_size_does_not_change_result_exactly():
         torch.testing.assert_close(r, results[0], rtol=1e-12, atol=1e-12)
 
 
-def test_chunks_cover_every_configuration_once():
+@pytest.mark.parametrize("chunk_size", [1, 5, 7, 24])
+def test_blocks_cover_every_configuration_once(chunk_size):
     x = torch.tensor(X_B)
-    space = LatentEnumeration(model_b, (x,))
+    space = StructuredEnumeration(model_b, args=(x,), guide_side=False, chunk_size=chunk_size)
     seen = []
-    for values in space.chunks(7):
-        assert values["z1"].shape[0] <= 7
-        for z1, z2 in zip(values["z1"], values["z2"]):
-            seen.append(tuple(z1.reshape(-1).tolist()) + tuple(z2.reshape(-1).tolist()))
+    for block in space.blocks:
+        ranges = [range(*block.slices.get(n, (0, space.coupled[n].size))) for n in space.coupled]
+        combos = list(itertools.product(*ranges))
+        assert len(combos) <= chunk_size
+        seen += combos
     assert len(seen) == 24 and len(set(seen)) == 24
+
+
+def test_exact_posterior_does_not_depend_on_chunk_size():
+    x = torch.tensor(X_B)
+    values, probs = exact_posterior(model_b, x)
+    for chunk_size in (1, 5, 7):
+        values_c, probs_c = exact_posterior(model_b, x, chunk_size=chunk_size)
+        torch.testing.assert_close(probs_c, probs, rtol=1e-12, atol=1e-12)
+        for name in values:
+            assert torch.equal(values_c[name], values[name])
 
 
 def test_latent_space_too_large_error_message():
@@ -296,12 +310,15 @@ def test_exact_posterior_matches_brute_force(case):
         elif case == "b_two_sites":
             z1, z2 = values["z1"][c].reshape(-1).numpy(), values["z2"][c].reshape(-1).numpy()
             lp = brute_b_joint(xs, z1, z2)
-        else:
+        else:  # w summed out by brute force: the posterior of z alone
             z = values["z"][c].reshape(N_D, K_D).numpy()
-            w = values["w"][c].reshape(P_D).numpy()
-            lp = (z * np_log_softmax(PRIOR_D)).sum()
-            lp = lp + (w * math.log(FLIP_D) + (1 - w) * math.log(1 - FLIP_D)).sum()
-            lp = lp + np_bernoulli_lp(xs, (z.reshape(-1) @ W_D) * (1 - 2 * w))
+            rows = []
+            for w in itertools.product((0.0, 1.0), repeat=P_D):
+                w = np.array(w)
+                lp = (z * np_log_softmax(PRIOR_D)).sum()
+                lp = lp + (w * math.log(FLIP_D) + (1 - w) * math.log(1 - FLIP_D)).sum()
+                rows.append(lp + np_bernoulli_lp(xs, (z.reshape(-1) @ W_D) * (1 - 2 * w)))
+            lp = np_lse(np.stack(rows), 0)
         log_joint.append(lp)
     log_joint = np.stack(log_joint)
     expected = np.exp(log_joint - np_lse(log_joint, 0))
@@ -352,3 +369,29 @@ def test_global_latent_outside_data_plate():
     got = exact_log_likelihood(global_model, x)
     assert got.shape == (1,)
     assert float(got) == pytest.approx(float(expected), rel=RTOL)
+
+
+def test_exact_posterior_needs_a_coupled_site():
+    """Only plate-local latents: no joint table to give; the error points to Pyro's tools."""
+
+    def local_only(x):
+        with pyro.plate("data", x.shape[0], dim=-2), pyro.plate("pix", x.shape[1], dim=-1):
+            z = pyro.sample("z", dist.Bernoulli(torch.tensor(0.3, dtype=F64)))
+            pyro.sample("x", dist.Normal(z, 1.0), obs=x)
+
+    x = torch.zeros(3, 4, dtype=F64)
+    with pytest.raises(DVAEInputError, match="compute_marginals"):
+        exact_posterior(local_only, x)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_a_batch_of_one_datum(case):
+    """A data plate of size 1 (packing drops size-1 dims) gives the same numbers as in a batch."""
+    model, make_x, brute, _ = CASES[case]
+    x = make_x()[:1]
+    np.testing.assert_allclose(
+        exact_log_likelihood(model, x).numpy(), np_lse(brute(x), axis=0), rtol=RTOL
+    )
+    _, probs = exact_posterior(model, x)
+    _, probs_batch = exact_posterior(model, make_x())
+    torch.testing.assert_close(probs[:, 0], probs_batch[:, 0])
