@@ -1,64 +1,43 @@
-"""Options and checks shared by ``pyro-dvae train`` and ``pyro-dvae compare``.
+"""Checks shared by the sub-commands (``--out``, ``--nproc``), and the translation of library
+errors into command-line terms.
+
+Options themselves are declared once, on the configuration dataclasses
+(:mod:`pyro_dvae.utils.options`).
 
 Example:
-    >>> hidden_sizes("256, 128")
-    (256, 128)
+    >>> check_out_dir(Path("/nonexistent/run"), force=False)
+    PosixPath('/nonexistent/run')
 """
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
-from typing import Any
 
 from ..errors import DVAEInputError
+from ..utils.options import to_flags
 
-__all__ = [
-    "DEVICES",
-    "add_data_arguments",
-    "check_nproc",
-    "check_out_dir",
-    "hidden_sizes",
-]
+__all__ = ["check_nproc", "check_out_dir", "in_flag_terms"]
 
-#: choices of ``--device``
-DEVICES = ("cpu", "cuda")
-
-
-def hidden_sizes(text: str) -> tuple[int, ...]:
-    """``"256,128"`` -> ``(256, 128)``, an argparse ``type`` for ``--encoder-hidden``."""
-    try:
-        sizes = tuple(int(t) for t in text.replace(" ", "").split(",") if t)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"invalid hidden sizes {text!r}; write comma-separated integers, e.g. 256,128"
-        ) from None
-    if not sizes or min(sizes) < 1:
-        raise argparse.ArgumentTypeError(f"hidden sizes must be integers >= 1, got {text!r}")
-    return sizes
+#: keyword arguments of :func:`~pyro_dvae.training.train` that are flags of ``pyro-dvae train``
+_TRAIN_KWARGS = {
+    "out_dir": "--out",
+    "resume": "--resume",
+    "force": "--force",
+    "checkpoint_every": "--checkpoint-every",
+}
 
 
-def add_data_arguments(
-    group: Any, defaults: Any, *, dataset_help: str | None, latent_help: str
-) -> None:
-    """Add ``--dataset``, ``--data-dir``, ``--latent`` and ``--encoder-hidden`` to ``group``,
-    with the defaults of ``defaults`` (a :class:`~pyro_dvae.training.TrainConfig`).
+def in_flag_terms(message: str) -> str:
+    """A library error message with its options (``lr=1e-3``) written as flags (``--lr 1e-3``).
 
     Example:
-        >>> from pyro_dvae.training import TrainConfig
-        >>> p = argparse.ArgumentParser()
-        >>> add_data_arguments(p, TrainConfig(), dataset_help=None, latent_help="latent")
-        >>> p.parse_args(["--latent", "2x4"]).latent
-        '2x4'
+        >>> in_flag_terms("learning rate must be > 0, got 0.0; pass e.g. lr=1e-3")
+        'learning rate must be > 0, got 0.0; pass e.g. --lr 1e-3'
     """
-    from ..training import DATASETS
+    from ..comparison import CompareConfig
+    from ..training import TrainConfig
 
-    group.add_argument("--dataset", choices=DATASETS, default=defaults.dataset, help=dataset_help)
-    group.add_argument("--data-dir", default=None, help="directory holding the MNIST files")
-    group.add_argument("--latent", default=defaults.latent, help=latent_help)
-    group.add_argument(
-        "--encoder-hidden", type=hidden_sizes, default=defaults.encoder_hidden, metavar="H,H"
-    )
+    return to_flags(message, TrainConfig, CompareConfig, extra=_TRAIN_KWARGS)
 
 
 def check_out_dir(path: Path, force: bool) -> Path:

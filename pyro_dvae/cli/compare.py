@@ -10,37 +10,35 @@ from typing import Any
 
 from ..distributed import leave_process_group
 from ..errors import DVAEInputError
-from ._options import DEVICES, add_data_arguments, check_nproc, check_out_dir
+from ..utils.options import add_options, from_args
+from ._options import check_nproc, check_out_dir
 from .launch import launched_by_torchrun, relaunch_with_torchrun, torchrun_rank
 
 __all__ = ["register", "run"]
 
-
-def _floats(text: str) -> tuple[float, ...]:
-    try:
-        values = tuple(float(t) for t in text.replace(" ", "").split(",") if t)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"invalid list of numbers {text!r}; write comma-separated numbers, e.g. 0.25,0.5,1"
-        ) from None
-    if not values:
-        raise argparse.ArgumentTypeError(f"empty list {text!r}; write e.g. 0.25,0.5,1")
-    return values
-
-
-def _seeds(text: str) -> tuple[int, ...]:
-    """``N`` -> seeds ``0..N-1``; ``a,b,c`` -> those seeds."""
-    try:
-        if "," in text:
-            return tuple(int(t) for t in text.replace(" ", "").split(",") if t)
-        count = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"invalid --seeds {text!r}; give a count (3 -> seeds 0,1,2) or a list such as 0,5,7"
-        ) from None
-    if count < 1:
-        raise argparse.ArgumentTypeError(f"--seeds must be >= 1, got {count}; e.g. --seeds 3")
-    return tuple(range(count))
+_GROUPS = (
+    "what to compare",
+    "data and model (shared by every run)",
+    "evaluation and gradient diagnostics",
+)
+#: the TrainConfig options shared by every run of a comparison (the rest are per spec or fixed)
+_BASE_OPTIONS = (
+    "dataset",
+    "data_dir",
+    "latent",
+    "encoder_hidden",
+    "batch_size",
+    "lr",
+    "temperature",
+    "kl",
+    "device",
+)
+_BASE_HELP = {
+    "dataset": None,
+    "latent": "'NxK' categorical groups or 'Nb'",
+    "temperature": "tau of specs without tau",
+    "kl": "KL of specs without kl",
+}
 
 
 def register(sub: Any) -> None:
@@ -54,7 +52,7 @@ def register(sub: Any) -> None:
         True
     """
     from ..comparison import DEFAULT_ESTIMATORS, CompareConfig
-    from ..infer import KL_CHOICES
+    from ..training import TrainConfig
 
     d = CompareConfig()
     p = sub.add_parser(
@@ -68,34 +66,19 @@ def register(sub: Any) -> None:
         "(gumbel-rao) and lr, e.g. gumbel-softmax:tau=0.5:kl=analytic.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    g = p.add_argument_group("what to compare")
+    groups = {title: p.add_argument_group(title) for title in _GROUPS}
+    g = groups["what to compare"]
     g.add_argument(
         "--estimators",
         default=",".join(DEFAULT_ESTIMATORS),
         metavar="SPEC,SPEC",
         help="comma-separated estimator specs",
     )
-    g.add_argument(
-        "--seeds", type=_seeds, default=d.seeds, metavar="N|S,S", help="count or list of seeds"
+    add_options(p, CompareConfig, ["steps", "seeds", "time_budget", "target"], groups=groups)
+    g = groups["data and model (shared by every run)"]
+    add_options(
+        p, TrainConfig, _BASE_OPTIONS, defaults=d.base, group=g, help=_BASE_HELP, groups=groups
     )
-    g.add_argument("--steps", type=int, default=d.steps, help="training steps per run")
-    g.add_argument(
-        "--time-budget",
-        type=float,
-        default=None,
-        metavar="SECONDS",
-        help="also stop each run after this much training time",
-    )
-    g.add_argument("--target", type=float, default=None, help="target test NLL (default: auto)")
-    g = p.add_argument_group("data and model (shared by every run)")
-    add_data_arguments(g, d.base, dataset_help=None, latent_help="'NxK' categorical groups or 'Nb'")
-    g.add_argument("--batch-size", type=int, default=d.base.batch_size)
-    g.add_argument("--lr", type=float, default=d.base.lr, help="Adam learning rate")
-    g.add_argument(
-        "--temperature", type=float, default=d.base.temperature, help="tau of specs without tau"
-    )
-    g.add_argument("--kl", choices=KL_CHOICES, default=d.base.kl, help="KL of specs without kl")
-    g.add_argument("--device", choices=DEVICES, default=d.base.device)
     g.add_argument(
         "--threads",
         type=int,
@@ -111,27 +94,16 @@ def register(sub: Any) -> None:
         help="spread the (estimator, seed) runs over N processes (runs torchrun); each run "
         "still trains in one process",
     )
-    g = p.add_argument_group("evaluation and gradient diagnostics")
-    g.add_argument("--eval-every", type=int, default=None, help="default: steps / 20")
-    g.add_argument("--eval-size", type=int, default=d.eval_size, help="test points for curves")
-    g.add_argument("--iwae-samples", type=int, default=d.base.iwae_samples)
-    g.add_argument(
-        "--diag-samples", type=int, default=d.diag_samples, help="gradient estimates; 0: off"
+    g = groups["evaluation and gradient diagnostics"]
+    add_options(p, CompareConfig, ["eval_every", "eval_size"], groups=groups)
+    add_options(
+        p, TrainConfig, ["iwae_samples"], defaults=d.base, group=g, help={"iwae_samples": None}
     )
-    g.add_argument("--diag-batch", type=int, default=d.diag_batch, help="training points")
-    g.add_argument(
-        "--diag-at",
-        type=_floats,
-        default=d.diag_at,
-        metavar="F,F",
-        help="checkpoints as fractions of --steps (the last step is always diagnosed)",
-    )
-    g.add_argument(
-        "--diag-temperatures",
-        type=_floats,
-        default=d.diag_temperatures,
-        metavar="T,T",
-        help="temperatures diagnosed for relaxed estimators",
+    add_options(
+        p,
+        CompareConfig,
+        ["diag_samples", "diag_batch", "diag_at", "diag_temperatures"],
+        groups=groups,
     )
     g = p.add_argument_group("output")
     g.add_argument("--out", default=None, help="output directory (default: runs/compare-<time>)")
@@ -141,37 +113,12 @@ def register(sub: Any) -> None:
 
 
 def _config(args: argparse.Namespace):
-    from dataclasses import replace
-
     from ..comparison import CompareConfig
+    from ..training import TrainConfig
 
-    d = CompareConfig()
-    base = replace(
-        d.base,
-        dataset=args.dataset,
-        data_dir=args.data_dir,
-        latent=args.latent,
-        encoder_hidden=args.encoder_hidden,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        temperature=args.temperature,
-        kl=args.kl,
-        device=args.device,
-        iwae_samples=args.iwae_samples,
-    )
-    return CompareConfig(
-        base=base,
-        steps=args.steps,
-        seeds=tuple(args.seeds),
-        time_budget=args.time_budget,
-        eval_every=args.eval_every,
-        eval_size=args.eval_size,
-        diag_at=tuple(args.diag_at),
-        diag_samples=args.diag_samples,
-        diag_batch=args.diag_batch,
-        diag_temperatures=tuple(args.diag_temperatures),
-        target=args.target,
-    )
+    names = (*_BASE_OPTIONS, "iwae_samples")
+    base = from_args(TrainConfig, args, base=CompareConfig().base, names=names)
+    return from_args(CompareConfig, args, base=CompareConfig(base=base))
 
 
 def _out_dir(out: str | None, force: bool) -> Path:

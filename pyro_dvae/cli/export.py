@@ -7,18 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DVAEInputError
+from ..utils.options import positive_int
 
 __all__ = ["register", "run"]
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {value}")
-    return value
 
 
 def register(sub: Any) -> None:
@@ -44,12 +35,12 @@ def register(sub: Any) -> None:
     p.add_argument("--split", choices=("train", "valid", "test"), default="test")
     p.add_argument(
         "--num-observations",
-        type=_positive_int,
+        type=positive_int,
         default=200,
         help="export the first N observations of the split",
     )
-    p.add_argument("--num-samples", type=_positive_int, default=100, help="draws per chain")
-    p.add_argument("--num-chains", type=_positive_int, default=4, help="independent sample streams")
+    p.add_argument("--num-samples", type=positive_int, default=100, help="draws per chain")
+    p.add_argument("--num-chains", type=positive_int, default=4, help="independent sample streams")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--force", action="store_true", help="overwrite an existing --out file")
     p.set_defaults(run=run)

@@ -1,6 +1,7 @@
 """``pyro-dvae`` command line: ``pyro-dvae train --dataset digits --latent 4x8 ...``.
 
-Bad input prints one line ``pyro-dvae: error: <problem; fix>`` to stderr and exits with status
+Bad input prints one line ``pyro-dvae: error: <problem; fix>`` to stderr (library errors name
+options as ``lr=1e-3``; here they are rewritten as flags, ``--lr 1e-3``) and exits with status
 2; a loss that becomes NaN/inf exits with status 1. No tracebacks for either.
 """
 
@@ -13,6 +14,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from ..errors import DVAEInputError, NonFiniteLossError
+from ._options import in_flag_terms
 
 __all__ = ["build_parser", "main"]
 
@@ -66,10 +68,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.argv = list(sys.argv[1:] if argv is None else argv)  # for re-launching (torchrun)
         return int(args.run(args))
     except (DVAEInputError, _UsageError) as e:
-        _error(str(e))
+        _error(in_flag_terms(str(e)))
         return 2
     except NonFiniteLossError as e:
-        _error(str(e))
+        _error(in_flag_terms(str(e)))
         return 1
     except KeyboardInterrupt:
         _error("interrupted")

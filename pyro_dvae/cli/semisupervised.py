@@ -13,7 +13,8 @@ from ..training.semisupervised import (
     SemiSupervisedConfig,
     train_semisupervised,
 )
-from ._options import check_out_dir, hidden_sizes
+from ..utils.options import hidden_sizes
+from ._options import check_out_dir
 
 __all__ = ["register", "run"]
 

@@ -11,7 +11,8 @@ from typing import Any
 from ..distributed import leave_process_group
 from ..errors import DVAEInputError
 from ..latent import LatentSpec
-from ._options import DEVICES, add_data_arguments, check_nproc, check_out_dir, hidden_sizes
+from ..utils.options import add_options, flag_names, from_args
+from ._options import check_nproc, check_out_dir
 from .launch import launched_by_torchrun, relaunch_with_torchrun, torchrun_rank
 
 __all__ = ["register", "run"]
@@ -27,11 +28,8 @@ def register(sub: Any) -> None:
         >>> "train" in sub.choices
         True
     """
-    from ..infer import KL_CHOICES
-    from ..models.discrete_vae import PRIORS
-    from ..training import ESTIMATORS, LR_SCHEDULES, ON_NAN, TrainConfig
+    from ..training import TrainConfig
 
-    d = TrainConfig()
     p = sub.add_parser(
         "train",
         help="train a discrete VAE and evaluate it (nats/datum)",
@@ -39,74 +37,10 @@ def register(sub: Any) -> None:
         "nats/datum) and write metrics.json, checkpoint.pt and plots to --out.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    g = p.add_argument_group("data and model")
-    add_data_arguments(
-        g,
-        d,
-        dataset_help="dataset to train on",
-        latent_help="'NxK' categorical groups (e.g. 4x8) or 'Nb' Bernoulli",
-    )
-    g.add_argument(
-        "--decoder-hidden", type=hidden_sizes, default=None, metavar="H,H", help="default: mirror"
-    )
-    g.add_argument("--prior", choices=PRIORS, default=d.prior)
-    g.add_argument("--likelihood", choices=("bernoulli", "normal"), default=d.likelihood)
-    g = p.add_argument_group("estimator")
-    g.add_argument("--estimator", choices=ESTIMATORS, default=d.estimator)
-    g.add_argument("--kl", choices=KL_CHOICES, default=d.kl, help="KL term of relaxed estimators")
-    g.add_argument(
-        "--particles", type=int, default=d.num_particles, help="samples per datum per step"
-    )
-    g.add_argument(
-        "--gumbel-rao-samples",
-        type=int,
-        default=d.gumbel_rao_samples,
-        help="conditional Gumbel samples of --estimator gumbel-rao",
-    )
-    g.add_argument("--temperature", type=float, default=d.temperature, help="initial tau")
-    g.add_argument("--schedule", choices=("constant", "exponential"), default=d.schedule)
-    g.add_argument("--anneal-rate", type=float, default=d.anneal_rate, help="tau decay rate")
-    g.add_argument("--anneal-every", type=int, default=d.anneal_every, help="steps per update")
-    g.add_argument("--tau-min", type=float, default=d.tau_min, help="lowest tau")
-    g.add_argument(
-        "--kl-warmup",
-        type=int,
-        default=d.kl_warmup,
-        metavar="STEPS",
-        help="raise the KL weight linearly from 0 to 1 over this many steps (relaxed estimators;"
-        " 0: the ELBO from the first step)",
-    )
-    g = p.add_argument_group("optimization")
-    g.add_argument("--epochs", type=int, default=d.epochs)
-    g.add_argument("--max-steps", type=int, default=None, help="stop after this many steps")
-    g.add_argument("--batch-size", type=int, default=d.batch_size)
-    g.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate")
-    g.add_argument(
-        "--lr-schedule",
-        choices=LR_SCHEDULES,
-        default=d.lr_schedule,
-        help="cosine: decay the learning rate from --lr to 0 over the run",
-    )
-    g.add_argument(
-        "--weight-decay",
-        type=float,
-        default=d.weight_decay,
-        help="decoupled weight decay (AdamW) when > 0",
-    )
-    g.add_argument(
-        "--dropout",
-        type=float,
-        default=d.dropout,
-        help="dropout probability after every hidden layer of encoder and decoder (training only)",
-    )
-    g.add_argument(
-        "--encoder-noise",
-        type=float,
-        default=d.encoder_noise,
-        help="probability of flipping each pixel the encoder sees in training (denoising)",
-    )
-    g.add_argument("--seed", type=int, default=d.seed)
-    g.add_argument("--device", choices=DEVICES, default=d.device)
+    titles = ("data and model", "estimator", "optimization", "evaluation and output")
+    groups = {title: p.add_argument_group(title) for title in titles}
+    add_options(p, TrainConfig, groups=groups)  # every TrainConfig field, declared there
+    g = groups["optimization"]
     g.add_argument(
         "--nproc",
         type=int,
@@ -115,23 +49,7 @@ def register(sub: Any) -> None:
         help="data-parallel training in N processes on this machine (runs torchrun; gloo on "
         "CPU, NCCL with --device cuda); for several machines call torchrun yourself",
     )
-    g.add_argument(
-        "--on-nan",
-        choices=ON_NAN,
-        default=d.on_nan,
-        help="when a loss or gradient is NaN/inf: stop (keeping the last good checkpoint) or "
-        "skip that update",
-    )
-    g.add_argument(
-        "--max-nan-skips",
-        type=int,
-        default=d.max_nan_skips,
-        help="with --on-nan skip: stop after this many skipped updates",
-    )
-    g = p.add_argument_group("evaluation and output")
-    g.add_argument(
-        "--iwae-samples", type=int, default=d.iwae_samples, help="samples per datum for IWAE"
-    )
+    g = groups["evaluation and output"]
     g.add_argument("--out", default=None, help="output directory (default: runs/<timestamp>)")
     g.add_argument(
         "--force",
@@ -161,38 +79,7 @@ def register(sub: Any) -> None:
 def _config(args: argparse.Namespace):
     from ..training import TrainConfig
 
-    return TrainConfig(
-        dataset=args.dataset,
-        data_dir=args.data_dir,
-        latent=args.latent,
-        estimator=args.estimator,
-        kl=args.kl,
-        temperature=args.temperature,
-        schedule=args.schedule,
-        anneal_rate=args.anneal_rate,
-        anneal_every=args.anneal_every,
-        tau_min=args.tau_min,
-        kl_warmup=args.kl_warmup,
-        epochs=args.epochs,
-        max_steps=args.max_steps,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        lr_schedule=args.lr_schedule,
-        weight_decay=args.weight_decay,
-        dropout=args.dropout,
-        encoder_noise=args.encoder_noise,
-        seed=args.seed,
-        device=args.device,
-        encoder_hidden=args.encoder_hidden,
-        decoder_hidden=args.decoder_hidden,
-        prior=args.prior,
-        likelihood=args.likelihood,
-        iwae_samples=args.iwae_samples,
-        num_particles=args.particles,
-        gumbel_rao_samples=args.gumbel_rao_samples,
-        on_nan=args.on_nan,
-        max_nan_skips=args.max_nan_skips,
-    )
+    return from_args(TrainConfig, args)
 
 
 def _out_dir(out: str | None, config: Any, force: bool) -> Path:
@@ -244,12 +131,12 @@ def _resume(args: argparse.Namespace) -> tuple[Any, Path, int]:
             f"--resume continues the run in {run_dir} and writes there; drop --out {args.out}"
         )
     given, default = _config(args), TrainConfig()
-    flags = {"num_particles": "particles"}
+    flags = flag_names(TrainConfig)
     conflicts = [
-        f"--{flags.get(f.name, f.name).replace('_', '-')} {getattr(given, f.name)} "
-        f"(run: {getattr(config, f.name)})"
+        f"{flags[f.name]} {getattr(given, f.name)} (run: {getattr(config, f.name)})"
         for f in fields(TrainConfig)
-        if f.name != "data_dir"
+        if f.name in flags
+        and f.name != "data_dir"
         and getattr(given, f.name) != getattr(default, f.name)
         and getattr(given, f.name) != getattr(config, f.name)
     ]

@@ -8,6 +8,7 @@ diagnostics. One progress bar covers the whole comparison.
 
 from __future__ import annotations
 
+import argparse
 import math
 import time
 from collections.abc import Sequence
@@ -21,10 +22,56 @@ from ..errors import DVAEInputError
 from ..latent import LatentSpec
 from ..training import TrainConfig, train
 from ..utils.device import resolve_device
+from ..utils.options import option
 from .recorder import RunRecorder
 from .spec import EstimatorSpec, parse_specs
 
-__all__ = ["DEFAULT_ESTIMATORS", "CompareConfig", "run_comparison"]
+__all__ = ["DEFAULT_ESTIMATORS", "CompareConfig", "number_list", "run_comparison", "seed_list"]
+
+_WHAT, _EVAL = "what to compare", "evaluation and gradient diagnostics"
+
+
+def _opt(default: Any, help: str, **kwargs: Any) -> Any:  # noqa: A002
+    return field(default=default, metadata=option(help, **kwargs))
+
+
+def number_list(text: str) -> tuple[float, ...]:
+    """``"0.25,0.5,1"`` -> ``(0.25, 0.5, 1.0)``, an argparse ``type``.
+
+    Example:
+        >>> number_list("0.5, 1")
+        (0.5, 1.0)
+    """
+    try:
+        values = tuple(float(t) for t in text.replace(" ", "").split(",") if t)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"invalid list of numbers {text!r}; write comma-separated numbers, e.g. 0.25,0.5,1"
+        ) from None
+    if not values:
+        raise argparse.ArgumentTypeError(f"empty list {text!r}; write e.g. 0.25,0.5,1")
+    return values
+
+
+def seed_list(text: str) -> tuple[int, ...]:
+    """``N`` -> seeds ``0..N-1``; ``a,b,c`` -> those seeds (an argparse ``type``).
+
+    Example:
+        >>> seed_list("3"), seed_list("0,5")
+        ((0, 1, 2), (0, 5))
+    """
+    try:
+        if "," in text:
+            return tuple(int(t) for t in text.replace(" ", "").split(",") if t)
+        count = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"invalid --seeds {text!r}; give a count (3 -> seeds 0,1,2) or a list such as 0,5,7"
+        ) from None
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"--seeds must be >= 1, got {count}; e.g. --seeds 3")
+    return tuple(range(count))
+
 
 #: the default estimators: each family once, two temperatures for Gumbel-softmax
 DEFAULT_ESTIMATORS = (
@@ -65,16 +112,36 @@ class CompareConfig:
     """
 
     base: TrainConfig = field(default_factory=lambda: TrainConfig(iwae_samples=500))
-    steps: int = 500
-    seeds: tuple[int, ...] = (0, 1, 2)
-    time_budget: float | None = None
-    eval_every: int | None = None
-    eval_size: int = 1000
-    diag_at: tuple[float, ...] = (0.1, 0.5)
-    diag_samples: int = 16
-    diag_batch: int = 50
-    diag_temperatures: tuple[float, ...] = (0.1, 0.25, 0.5, 1.0, 2.0)
-    target: float | None = None
+    steps: int = _opt(500, "training steps per run", group=_WHAT)
+    seeds: tuple[int, ...] = _opt(
+        (0, 1, 2), "count or list of seeds", type=seed_list, metavar="N|S,S", group=_WHAT
+    )
+    time_budget: float | None = _opt(
+        None,
+        "also stop each run after this much training time",
+        type=float,
+        metavar="SECONDS",
+        group=_WHAT,
+    )
+    eval_every: int | None = _opt(None, "default: steps / 20", type=int, group=_EVAL)
+    eval_size: int = _opt(1000, "test points for curves", group=_EVAL)
+    diag_at: tuple[float, ...] = _opt(
+        (0.1, 0.5),
+        "checkpoints as fractions of --steps (the last step is always diagnosed)",
+        type=number_list,
+        metavar="F,F",
+        group=_EVAL,
+    )
+    diag_samples: int = _opt(16, "gradient estimates; 0: off", group=_EVAL)
+    diag_batch: int = _opt(50, "training points", group=_EVAL)
+    diag_temperatures: tuple[float, ...] = _opt(
+        (0.1, 0.25, 0.5, 1.0, 2.0),
+        "temperatures diagnosed for relaxed estimators",
+        type=number_list,
+        metavar="T,T",
+        group=_EVAL,
+    )
+    target: float | None = _opt(None, "target test NLL (default: auto)", type=float, group=_WHAT)
 
     def validate(self) -> None:
         """Raise :class:`~pyro_dvae.errors.DVAEInputError` naming the first bad value."""

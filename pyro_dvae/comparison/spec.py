@@ -20,17 +20,18 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from ..errors import DVAEInputError
-from ..infer import ESTIMATORS, EXACT_ESTIMATORS, RELAXED_ESTIMATORS
+from ..infer import KL_CHOICES, estimator_names, get_estimator
 
 __all__ = ["SPEC_OPTIONS", "EstimatorSpec", "parse_spec", "parse_specs"]
 
-#: option key -> (EstimatorSpec field, estimators it applies to, example value)
+#: option key -> (EstimatorSpec field, estimators it applies to, example value); which
+#: estimators take an option comes from the estimator registry (:mod:`pyro_dvae.infer.registry`)
 SPEC_OPTIONS: dict[str, tuple[str, tuple[str, ...], str]] = {
-    "tau": ("temperature", RELAXED_ESTIMATORS, "0.5"),
-    "kl": ("kl", ("gumbel-softmax", "st-gumbel"), "analytic"),
-    "particles": ("particles", tuple(e for e in ESTIMATORS if e not in EXACT_ESTIMATORS), "4"),
-    "samples": ("gumbel_rao_samples", ("gumbel-rao",), "10"),
-    "lr": ("lr", ESTIMATORS, "1e-3"),
+    "tau": ("temperature", estimator_names(option="temperature"), "0.5"),
+    "kl": ("kl", estimator_names(option="kl"), "analytic"),
+    "particles": ("particles", estimator_names(option="num_particles"), "4"),
+    "samples": ("gumbel_rao_samples", estimator_names(option="gumbel_rao_samples"), "10"),
+    "lr": ("lr", estimator_names(), "1e-3"),
 }
 _ALIASES = {"temperature": "tau", "t": "tau"}
 _TRAIN_FIELDS = {  # EstimatorSpec field -> TrainConfig field
@@ -66,7 +67,7 @@ class EstimatorSpec:
     @property
     def relaxed(self) -> bool:
         """Whether the estimator's gradient goes through a temperature-``tau`` relaxation."""
-        return self.estimator in RELAXED_ESTIMATORS
+        return get_estimator(self.estimator).relaxed
 
     @property
     def label(self) -> str:
@@ -101,7 +102,7 @@ def _number(key: str, text: str, spec: str, integer: bool) -> float | int:
         example = SPEC_OPTIONS[key][2]
         raise DVAEInputError(
             f"option {key} in estimator spec {spec!r} must be {kind}, got {text!r}; "
-            f"write e.g. {key}={example}"
+            f"write e.g. {spec.split(':')[0]}:{key}={example}"
         )
     return value
 
@@ -127,9 +128,10 @@ def parse_spec(text: str) -> EstimatorSpec:
             "e.g. gumbel-softmax:tau=0.5"
         )
     name = name.lower()
-    if name not in ESTIMATORS:
+    if name not in estimator_names():
         raise DVAEInputError(
-            f"unknown estimator {name!r} in spec {spec!r}; choose one of {', '.join(ESTIMATORS)}"
+            f"unknown estimator {name!r} in spec {spec!r}; choose one of "
+            f"{', '.join(estimator_names())}"
         )
     values: dict[str, Any] = {}
     for option in options:
@@ -143,7 +145,8 @@ def parse_spec(text: str) -> EstimatorSpec:
         attr, applies, example = SPEC_OPTIONS[key]
         if not sep or not raw:
             raise DVAEInputError(
-                f"option {key} in estimator spec {spec!r} needs a value; write {key}={example}"
+                f"option {key} in estimator spec {spec!r} needs a value; "
+                f"write {name}:{key}={example}"
             )
         if name not in applies:
             raise DVAEInputError(
@@ -153,17 +156,18 @@ def parse_spec(text: str) -> EstimatorSpec:
         if attr in values:
             raise DVAEInputError(f"option {key} is given twice in estimator spec {spec!r}")
         if key == "kl":
-            if raw.lower() not in ("analytic", "relaxed"):
+            if raw.lower() not in KL_CHOICES:
                 raise DVAEInputError(
                     f"option kl in estimator spec {spec!r} must be analytic or relaxed, got {raw!r}"
                 )
             values[attr] = raw.lower()
         else:
             values[attr] = _number(key, raw, spec, integer=key in ("particles", "samples"))
-    if name == "st-gumbel" and values.get("kl") == "relaxed":
+    modes = get_estimator(name).kl_modes
+    if values.get("kl") not in (None, *modes):
         raise DVAEInputError(
-            f"estimator spec {spec!r}: st-gumbel's hard one-hot sample has zero density under the "
-            "relaxed (Concrete) prior; use kl=analytic"
+            f"estimator spec {spec!r}: {name}'s hard one-hot sample has zero density under the "
+            f"relaxed (Concrete) prior; use {name}:kl={modes[0]}"
         )
     return EstimatorSpec(name, **values)
 

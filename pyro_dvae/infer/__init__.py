@@ -12,6 +12,7 @@ from .evaluation import discrete_elbo, iwae_log_likelihood
 from .exact_marginal_elbo import ExactMarginalELBO
 from .gumbel_rao_elbo import GumbelRaoELBO, GumbelRaoMessenger, gumbel_rao_distribution
 from .gumbel_softmax_elbo import KL_CHOICES, GumbelSoftmaxELBO
+from .registry import EstimatorInfo, estimator_names, get_estimator, register_estimator
 from .reinmax_elbo import ReinMaxELBO, ReinMaxMessenger, reinmax_distribution
 from .relax import RelaxMessenger, discrete_counterpart, map_leaf, relax, relax_distribution
 from .rloo_elbo import RLOOELBO, rloo_learning_signals
@@ -35,6 +36,7 @@ __all__ = [
     "DisARMELBO",
     "EnumeratedELBO",
     "ExactMarginalELBO",
+    "EstimatorInfo",
     "ExponentialDecayTemperature",
     "GumbelRaoELBO",
     "GumbelRaoMessenger",
@@ -54,12 +56,15 @@ __all__ = [
     "discrete_counterpart",
     "discrete_elbo",
     "exact_log_likelihood",
+    "estimator_names",
     "exact_posterior",
+    "get_estimator",
     "gumbel_rao_distribution",
     "iwae_log_likelihood",
     "map_leaf",
-    "relax",
+    "register_estimator",
     "reinmax_distribution",
+    "relax",
     "relax_distribution",
     "rloo_learning_signals",
     "sampled_prior_kl",

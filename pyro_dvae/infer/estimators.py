@@ -1,113 +1,153 @@
-"""Named training estimators, as used by the command line and the comparison harness."""
+"""Named training estimators (:func:`build_elbo`), declared once in the estimator registry.
+
+Each estimator below is one :func:`~pyro_dvae.infer.registry.register_estimator` declaration;
+see :mod:`pyro_dvae.infer.registry` for how to add one.
+
+Example:
+    >>> build_elbo("st-gumbel").straight_through
+    True
+"""
 
 from __future__ import annotations
 
 from pyro.infer import ELBO
 
-from ..errors import DVAEInputError
 from .enumerated_elbo import EnumeratedELBO
-from .enumeration import DEFAULT_MAX_CONFIGURATIONS
 from .exact_marginal_elbo import ExactMarginalELBO
 from .gumbel_rao_elbo import GumbelRaoELBO
 from .gumbel_softmax_elbo import GumbelSoftmaxELBO
+from .registry import OPTIONS, estimator_names, get_estimator, register_estimator
 from .reinmax_elbo import ReinMaxELBO
 from .score_function_elbo import ScoreFunctionELBO
 from .vimco_elbo import VIMCOELBO
 
 __all__ = ["ESTIMATORS", "EXACT_ESTIMATORS", "RELAXED_ESTIMATORS", "build_elbo"]
 
-ESTIMATORS = (
+_SAMPLING = ("num_particles", "max_plate_nesting")
+_RELAXED = dict(relaxed=True, vectorize_particles=True)
+_EXACT = dict(exact=True, options=("max_configurations", "chunk_size"))
+
+register_estimator(
     "gumbel-softmax",
-    "st-gumbel",
-    "gumbel-rao",
-    "reinmax",
-    "enumerate",
-    "exact",
-    "score-function",
-    "score-function-baseline",
-    "nvil",
-    "vimco",
+    GumbelSoftmaxELBO,
+    options=("temperature", "kl", *_SAMPLING),
+    hard=False,
+    kl_modes=("analytic", "relaxed"),
+    priors=("uniform", "learned"),  # relaxed codes: an autoregressive prior scores hard ones
+    summary="pathwise through the Concrete relaxation at temperature tau",
+    **_RELAXED,
 )
+register_estimator(
+    "st-gumbel",
+    GumbelSoftmaxELBO,
+    options=("temperature", "kl", *_SAMPLING),
+    fixed={"straight_through": True},
+    kl_modes=("analytic",),
+    summary="exact one-hot forward sample (Gumbel-max), relaxed gradient backward",
+    **_RELAXED,
+)
+register_estimator(
+    "gumbel-rao",
+    GumbelRaoELBO,
+    options={"temperature": "temperature", "gumbel_rao_samples": "num_samples"}
+    | {o: o for o in _SAMPLING},
+    kl_modes=("analytic",),
+    summary="straight-through with the gradient averaged over conditional Gumbel noise",
+    **_RELAXED,
+)
+register_estimator(
+    "reinmax",
+    ReinMaxELBO,
+    options=("temperature", *_SAMPLING),
+    kl_modes=("analytic",),
+    summary="exact discrete forward sample, second-order straight-through gradient",
+    **_RELAXED,
+)
+register_estimator(
+    "enumerate", EnumeratedELBO, summary="the expectation over q summed exactly", **_EXACT
+)
+register_estimator(
+    "exact", ExactMarginalELBO, summary="log p(x) itself, z summed out of the model", **_EXACT
+)
+register_estimator(
+    "score-function",
+    ScoreFunctionELBO,
+    options=_SAMPLING,
+    fixed={"baseline": "none"},
+    summary="REINFORCE without baseline",
+)
+register_estimator(
+    "score-function-baseline",
+    ScoreFunctionELBO,
+    options=_SAMPLING,
+    fixed={"baseline": "decaying_average"},
+    summary="REINFORCE with a moving-average baseline",
+)
+register_estimator(
+    "nvil",
+    ScoreFunctionELBO,
+    options=_SAMPLING,
+    fixed={"baseline": "neural"},
+    summary="REINFORCE with a learned, input-dependent baseline",
+)
+register_estimator(
+    "vimco",
+    VIMCOELBO,
+    options=_SAMPLING,
+    min_particles=2,
+    summary="multi-sample bound with leave-one-out baselines",
+)
+
+#: every registered estimator name (the built-in ones, in this order)
+ESTIMATORS = estimator_names()
 #: estimators whose gradient goes through a Gumbel-softmax relaxation (they take a temperature)
-RELAXED_ESTIMATORS = ("gumbel-softmax", "st-gumbel", "gumbel-rao", "reinmax")
+RELAXED_ESTIMATORS = estimator_names(relaxed=True)
 #: estimators that enumerate every latent configuration (limited by ``max_configurations``)
-EXACT_ESTIMATORS = ("enumerate", "exact")
+EXACT_ESTIMATORS = estimator_names(exact=True)
 
 
 def build_elbo(
     estimator: str,
     *,
-    temperature: float = 1.0,
-    kl: str = "relaxed",
-    num_particles: int = 1,
-    max_configurations: int = DEFAULT_MAX_CONFIGURATIONS,
+    temperature: float = OPTIONS["temperature"],
+    kl: str = OPTIONS["kl"],
+    num_particles: int = OPTIONS["num_particles"],
+    max_configurations: int | None = None,
     chunk_size: int | None = None,
-    gumbel_rao_samples: int = 10,
+    gumbel_rao_samples: int = OPTIONS["gumbel_rao_samples"],
     max_plate_nesting: int | None = None,
 ) -> ELBO:
-    """The Pyro ELBO object for a named estimator.
+    """The Pyro ELBO object for a registered estimator (:mod:`pyro_dvae.infer.registry`).
 
-    - ``gumbel-softmax``: :class:`GumbelSoftmaxELBO` with ``kl`` in {relaxed, analytic};
-    - ``st-gumbel``: straight-through Gumbel-softmax (``kl`` must be ``analytic``);
+    - ``gumbel-softmax``: :class:`GumbelSoftmaxELBO` with ``kl`` in {analytic, relaxed};
+    - ``st-gumbel``: straight-through Gumbel-softmax (``kl="analytic"`` only);
+    - ``gumbel-rao``: :class:`GumbelRaoELBO` with ``gumbel_rao_samples`` conditional samples;
+    - ``reinmax``: :class:`ReinMaxELBO` (second-order straight-through);
     - ``enumerate``: :class:`EnumeratedELBO` (expectation over q summed exactly);
     - ``exact``: :class:`ExactMarginalELBO` (log p(x), z summed out of the model);
-    - ``gumbel-rao``: :class:`GumbelRaoELBO` with ``gumbel_rao_samples`` conditional samples;
-    - ``reinmax``: :class:`ReinMaxELBO` (second-order straight-through; ``kl`` analytic);
     - ``score-function``: :class:`ScoreFunctionELBO` without baseline (REINFORCE);
     - ``score-function-baseline``: with Pyro's decaying-average baseline;
     - ``nvil``: with a learned, input-dependent neural baseline;
     - ``vimco``: :class:`VIMCOELBO` with ``max(2, num_particles)`` particles.
 
-    ``max_plate_nesting`` is passed to the sampling ELBOs (guessed by Pyro when ``None``).
+    Options an estimator does not take are ignored; ``max_plate_nesting`` is passed to the
+    sampling ELBOs (guessed by Pyro when ``None``).
 
     Example:
-        >>> build_elbo("st-gumbel", kl="analytic").straight_through
+        >>> build_elbo("st-gumbel").straight_through
         True
+        >>> build_elbo("gumbel-rao", kl="relaxed")
+        Traceback (most recent call last):
+        ...
+        pyro_dvae.errors.DVAEInputError: estimator 'gumbel-rao' cannot use kl='relaxed': its \
+hard one-hot sample has zero density under the relaxed (Concrete) prior; use kl='analytic'
     """
-    nesting = {} if max_plate_nesting is None else {"max_plate_nesting": max_plate_nesting}
-    if estimator == "gumbel-softmax":
-        return GumbelSoftmaxELBO(
-            temperature=temperature,
-            kl=kl,
-            num_particles=num_particles,
-            vectorize_particles=num_particles > 1,
-            **nesting,
-        )
-    if estimator == "st-gumbel":
-        return GumbelSoftmaxELBO(
-            temperature=temperature,
-            kl=kl,
-            straight_through=True,
-            num_particles=num_particles,
-            vectorize_particles=num_particles > 1,
-            **nesting,
-        )
-    if estimator == "gumbel-rao":
-        return GumbelRaoELBO(
-            num_samples=gumbel_rao_samples,
-            temperature=temperature,
-            num_particles=num_particles,
-            vectorize_particles=num_particles > 1,
-            **nesting,
-        )
-    if estimator == "reinmax":
-        return ReinMaxELBO(
-            temperature=temperature,
-            num_particles=num_particles,
-            vectorize_particles=num_particles > 1,
-            **nesting,
-        )
-    if estimator in ("score-function", "score-function-baseline", "nvil"):
-        baseline = {
-            "score-function": "none",
-            "score-function-baseline": "decaying_average",
-            "nvil": "neural",
-        }[estimator]
-        return ScoreFunctionELBO(baseline=baseline, num_particles=num_particles, **nesting)
-    if estimator == "vimco":
-        return VIMCOELBO(num_particles=max(2, num_particles), **nesting)
-    if estimator == "enumerate":
-        return EnumeratedELBO(max_configurations=max_configurations, chunk_size=chunk_size)
-    if estimator == "exact":
-        return ExactMarginalELBO(max_configurations=max_configurations, chunk_size=chunk_size)
-    raise DVAEInputError(f"unknown estimator {estimator!r}; choose one of {', '.join(ESTIMATORS)}")
+    return get_estimator(estimator).build(
+        temperature=temperature,
+        kl=kl,
+        num_particles=num_particles,
+        max_configurations=max_configurations,
+        chunk_size=chunk_size,
+        gumbel_rao_samples=gumbel_rao_samples,
+        max_plate_nesting=max_plate_nesting,
+    )

@@ -12,11 +12,13 @@ from torch.distributions import kl_divergence
 
 from ..errors import DVAEInputError
 from .relax import RelaxMessenger, discrete_counterpart, relax
+from .registry import KL_MODES
 from .util import sampled_prior_kl
 
 __all__ = ["GumbelSoftmaxELBO", "KL_CHOICES"]
 
-KL_CHOICES = ("relaxed", "analytic")
+#: the KL terms (``analytic``, the default, and ``relaxed``)
+KL_CHOICES = KL_MODES
 
 
 def _scale_and_mask(x: torch.Tensor, site: dict) -> torch.Tensor:
@@ -30,14 +32,15 @@ class GumbelSoftmaxELBO(Trace_ELBO):
     relaxation. The model and guide declare ``OneHotCategorical`` / ``Bernoulli`` latents; this
     ELBO relaxes them (see :func:`~pyro_dvae.infer.relax`) at ``temperature``.
 
+    ``kl="analytic"`` (the default; Jang et al. 2017, arXiv:1611.01144): reconstruction
+    E_q[log p(x|y)] from the relaxed sample ``y`` minus the exact KL(q(z|x) || p(z)) between the
+    *discrete* distributions. Not a bound on the relaxed model, but matches the discrete ELBO as
+    tau -> 0.
+
     ``kl="relaxed"`` (Maddison et al. 2017, arXiv:1611.00712, App. C): the model's discrete prior
     is replaced by its Concrete counterpart at the same temperature, so the objective
     E_q[log p(x|y) + log p_tau(y) - log q_tau(y|x)] is a true lower bound on the relaxed model's
     log-likelihood; densities are evaluated in log space.
-
-    ``kl="analytic"`` (Jang et al. 2017, arXiv:1611.01144): reconstruction E_q[log p(x|y)] from
-    the relaxed sample ``y`` minus the exact KL(q(z|x) || p(z)) between the *discrete*
-    distributions. Not a bound on the relaxed model, but matches the discrete ELBO as tau -> 0.
 
     ``straight_through=True``: forward samples are exactly one-hot/binary (Gumbel-max), gradients
     are the relaxed ones (Jang et al. 2017, Sec. 2.2). Requires ``kl="analytic"``: a hard sample
@@ -70,7 +73,7 @@ class GumbelSoftmaxELBO(Trace_ELBO):
     def __init__(
         self,
         temperature: float = 1.0,
-        kl: str = "relaxed",
+        kl: str = "analytic",
         straight_through: bool = False,
         kl_weight: float = 1.0,
         **kwargs,
@@ -80,7 +83,7 @@ class GumbelSoftmaxELBO(Trace_ELBO):
         if straight_through and kl == "relaxed":
             raise DVAEInputError(
                 "straight-through Gumbel-softmax needs kl='analytic': a hard one-hot sample has "
-                "zero density under the relaxed (Concrete) prior; use --kl analytic"
+                "zero density under the relaxed (Concrete) prior; use kl='analytic'"
             )
         super().__init__(**kwargs)
         self.kl = kl

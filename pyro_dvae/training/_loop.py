@@ -23,6 +23,7 @@ from ..infer import RELAXED_ESTIMATORS
 from ..latent import LatentSpec
 from ..utils.checkpoint import load_checkpoint
 from ..utils.device import resolve_device
+from ..utils.options import require_positive_int
 from ._checkpointing import (
     CHECKPOINT_NAME,
     RUN_OUTPUTS,
@@ -37,7 +38,7 @@ from ._checkpointing import (
     _versions,
     _write_json,
 )
-from ._config import TrainConfig, _positive_int
+from ._config import TrainConfig
 from ._evaluation import _eval_elbo, _evaluate, _write_plots
 from ._guards import _guarded_step
 from ._limits import _check_model_size, _too_many
@@ -106,7 +107,7 @@ def train(
     config = TrainConfig() if config is None else config
     config.validate()
     if checkpoint_every is not None:
-        _positive_int("checkpoint every", checkpoint_every, "--checkpoint-every 100")
+        require_positive_int("checkpoint every", checkpoint_every, "checkpoint_every=100")
     spec = LatentSpec.parse(config.latent)
     # one process unless launched by torchrun
     ctx = init_distributed(config.device) if distributed is None else distributed

@@ -6,7 +6,10 @@ import torch
 
 from ..errors import DVAEInputError
 
-__all__ = ["resolve_device"]
+__all__ = ["DEVICES", "resolve_device"]
+
+#: the device names of the command line's ``--device``
+DEVICES = ("cpu", "cuda")
 
 
 def resolve_device(name: str | None = "cpu") -> torch.device:

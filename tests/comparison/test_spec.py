@@ -50,7 +50,7 @@ def test_overrides_map_to_train_config_fields():
         ("foo", "unknown estimator 'foo'"),
         (":tau=1", "has no estimator name"),
         ("gumbel-softmax:beta=1", "unknown option 'beta'"),
-        ("gumbel-softmax:tau", "needs a value; write tau=0.5"),
+        ("gumbel-softmax:tau", "needs a value; write gumbel-softmax:tau=0.5"),
         ("gumbel-softmax:tau=abc", "must be a number > 0, got 'abc'"),
         ("gumbel-softmax:tau=-1", "must be a number > 0"),
         ("gumbel-softmax:tau=nan", "must be a number > 0"),
@@ -61,7 +61,7 @@ def test_overrides_map_to_train_config_fields():
         ("nvil:samples=3", "does not apply to estimator nvil"),
         ("gumbel-softmax:kl=exact", "must be analytic or relaxed"),
         ("gumbel-softmax:tau=1:tau=2", "given twice"),
-        ("st-gumbel:kl=relaxed", "use kl=analytic"),
+        ("st-gumbel:kl=relaxed", "use st-gumbel:kl=analytic"),
     ],
 )
 def test_bad_specs_give_one_line_errors(text, message):
