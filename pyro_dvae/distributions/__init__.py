@@ -20,6 +20,7 @@ from .concrete import (
     ConcreteOneHotCategorical,
     StraightThroughOneHotCategorical,
     as_temperature,
+    base_value_of,
     straight_through,
 )
 from .gumbel_rao import (
@@ -51,6 +52,7 @@ __all__ = [
     "StraightThroughBernoulli",
     "StraightThroughOneHotCategorical",
     "as_temperature",
+    "base_value_of",
     "broadcast_dot",
     "collapse_expanded",
     "conditional_gumbel",

@@ -13,33 +13,49 @@ import torch.nn.functional as F
 from pyro.distributions import Bernoulli, RelaxedBernoulli
 from torch.distributions import constraints
 
-from .concrete import as_temperature, straight_through
+from .concrete import as_temperature, attach_base_value, base_value_of, straight_through
 
 __all__ = ["ConcreteBernoulli", "StraightThroughBernoulli"]
 
-LOGIT_VALUE_ATTR = "_pyro_dvae_logit_value"
-
 
 def _logit_of(value: torch.Tensor) -> torch.Tensor:
-    cached = getattr(value, LOGIT_VALUE_ATTR, None)
-    if cached is not None and cached.shape == value.shape:
-        return cached
-    eps = torch.finfo(value.dtype).eps
-    value = value.clamp(eps, 1 - eps)
+    """logit y = log y - log(1 - y) from the value alone, exact for every y in (0, 1) (subnormal
+    y included). Raises on values equal to 0 or 1: there the logit, and with it the density, is
+    not determined by the value."""
+    ends = (value == 0) | (value == 1)
+    if bool(ends.any()):
+        raise ValueError(
+            f"Concrete log_prob: {int(ends.sum())} entries of the value are exactly 0 or 1 (the "
+            f"sample's logit is beyond what {value.dtype} resolves), so the value does not "
+            "determine its density; score an rsample() with log_prob_from_base(base_value_of(y)), "
+            "or use float64 or a higher temperature"
+        )
     return value.log() - (-value).log1p()
 
 
 class ConcreteBernoulli(RelaxedBernoulli):
     """Binary Concrete distribution on (0, 1) with a density evaluated in logit space.
 
-    Samples are ``sigmoid((logits + L) / temperature)`` with logistic noise ``L``.
-    :meth:`log_prob` uses the logit that :meth:`rsample` carries and ``softplus`` throughout, so it
-    is finite where the sample saturates to exactly 0 or 1 in floating point (low temperature).
-    Binary Concrete: Maddison et al. 2017, arXiv:1611.00712, Sec. 3.3 and App. B.
+    Samples are ``sigmoid((logits + L) / temperature)`` with logistic noise ``L``. The density
+    is evaluated in logit space with ``softplus`` throughout. Binary Concrete: Maddison et al.
+    2017, arXiv:1611.00712, Sec. 3.3 and App. B.
+
+    :meth:`log_prob` is a function of the value alone (any copy of a tensor gets the same
+    number), from the exact logit of ``y``. At low temperature a float32 sample saturates to
+    exactly 1 (logit above 16.6) or 0 (logit below -103.3); the value then does not determine the
+    density and :meth:`log_prob` raises a one-line ``ValueError``. :meth:`rsample` draws the logit
+    exactly and attaches it to the returned tensor
+    (:func:`~pyro_dvae.distributions.base_value_of`); :meth:`log_prob_from_base` scores it, and
+    the package's ELBOs (:class:`~pyro_dvae.infer.GumbelSoftmaxELBO`) score their own samples
+    that way.
 
     Example:
         >>> d = ConcreteBernoulli(torch.tensor(0.05), logits=torch.tensor([8.0, -8.0]))
-        >>> bool(torch.isfinite(d.log_prob(d.rsample())).all())
+        >>> y = d.rsample()
+        >>> bool(torch.isfinite(d.log_prob_from_base(base_value_of(y))).all())
+        True
+        >>> y = torch.tensor([0.25, 1e-30])
+        >>> bool((d.log_prob(y) == d.log_prob(y.clone())).all())
         True
     """
 
@@ -60,14 +76,29 @@ class ConcreteBernoulli(RelaxedBernoulli):
 
     def rsample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
         logit_value = self.base_dist.rsample(sample_shape)
-        value = torch.sigmoid(logit_value)
-        setattr(value, LOGIT_VALUE_ATTR, logit_value)
-        return value
+        return attach_base_value(torch.sigmoid(logit_value), logit_value)
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        """Log density at ``value`` in (0, 1), from its numbers alone.
+
+        :raises ValueError: where an entry of ``value`` is exactly 0 or 1 (its density is not
+            determined by the value; see :meth:`log_prob_from_base`).
+        """
         if self._validate_args:
             self._validate_sample(value)
-        x = _logit_of(value)
+        return self.log_prob_from_base(_logit_of(value))
+
+    def log_prob_from_base(self, x: torch.Tensor) -> torch.Tensor:
+        """Log density of ``y = sigmoid(x)`` on (0, 1), computed from the logit ``x``.
+
+        Exact for the logits that :meth:`rsample` attaches, also where ``sigmoid(x)`` rounds to
+        0 or 1.
+
+        Example:
+            >>> d = ConcreteBernoulli(0.05, logits=torch.tensor(2.0))
+            >>> round(float(d.log_prob_from_base(torch.tensor(50.0))), 2)  # sigmoid(50.) == 1.
+            45.56
+        """
         logits, tau = self.logits, self.temperature
         diff = logits - tau * x
         # log density of the logit (Maddison et al. eq. 26), then the sigmoid Jacobian
@@ -115,5 +146,5 @@ class StraightThroughBernoulli(Bernoulli):
 
     def rsample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
         soft = self._concrete.rsample(sample_shape)
-        hard = (_logit_of(soft) > 0).to(soft.dtype)
+        hard = (base_value_of(soft) > 0).to(soft.dtype)
         return straight_through(soft, hard)

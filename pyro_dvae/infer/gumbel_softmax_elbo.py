@@ -4,18 +4,25 @@ from __future__ import annotations
 
 import math
 
+import pyro.poutine as poutine
 import torch
+from pyro.distributions import Independent
+from pyro.distributions.score_parts import ScoreParts
+from pyro.distributions.torch_distribution import ExpandedDistribution, MaskedDistribution
+from pyro.distributions.util import broadcast_shape, scale_and_mask, sum_rightmost
 from pyro.infer import Trace_ELBO
-from pyro.infer.util import torch_item
-from pyro.util import warn_if_nan
-from torch.distributions import kl_divergence
+from pyro.infer.util import is_validation_enabled, torch_item
+from pyro.poutine.util import prune_subsample_sites
+from pyro.util import check_if_enumerated, check_model_guide_match, check_site_shape, warn_if_nan
+from torch.distributions import Distribution, kl_divergence
 
+from ..distributions.concrete import base_value_of
 from ..errors import DVAEInputError
-from .relax import RelaxMessenger, discrete_counterpart, relax
 from .registry import KL_MODES
+from .relax import RelaxMessenger, discrete_counterpart, relax
 from .util import sampled_prior_kl
 
-__all__ = ["GumbelSoftmaxELBO", "KL_CHOICES"]
+__all__ = ["GumbelSoftmaxELBO", "KL_CHOICES", "log_prob_from_base", "score_relaxed_sites"]
 
 #: the KL terms (``analytic``, the default, and ``relaxed``)
 KL_CHOICES = KL_MODES
@@ -25,6 +32,71 @@ def _scale_and_mask(x: torch.Tensor, site: dict) -> torch.Tensor:
     if site["mask"] is not None:
         x = torch.where(site["mask"], x, torch.zeros_like(x))
     return x * site["scale"]
+
+
+def log_prob_from_base(fn: Distribution, value: torch.Tensor) -> torch.Tensor | None:
+    """``fn.log_prob(value)`` computed from the exact base-space sample that a Concrete
+    ``rsample`` attached to ``value`` (:func:`~pyro_dvae.distributions.base_value_of`), through any
+    nesting of ``Independent``, ``ExpandedDistribution`` and ``MaskedDistribution``; ``None``
+    where ``fn``'s leaf is no Concrete distribution or ``value`` carries no base sample.
+
+    Example:
+        >>> from pyro_dvae.distributions import ConcreteOneHotCategorical
+        >>> d = ConcreteOneHotCategorical(0.1, logits=torch.randn(3, 50)).to_event(1)
+        >>> y = d.rsample()
+        >>> bool(torch.isfinite(log_prob_from_base(d, y))), log_prob_from_base(d, y.clone())
+        (True, None)
+    """
+    if isinstance(fn, Independent):
+        lp = log_prob_from_base(fn.base_dist, value)
+        return None if lp is None else sum_rightmost(lp, fn.reinterpreted_batch_ndims)
+    if isinstance(fn, ExpandedDistribution):
+        lp = log_prob_from_base(fn.base_dist, value)
+        if lp is None:
+            return None
+        return lp.expand(broadcast_shape(fn.batch_shape, value.shape[: value.dim() - fn.event_dim]))
+    if isinstance(fn, MaskedDistribution):
+        lp = log_prob_from_base(fn.base_dist, value)
+        if lp is None or fn._mask is True:
+            return lp
+        if fn._mask is False:
+            return torch.zeros_like(lp)
+        return scale_and_mask(lp, mask=fn._mask)
+    base = base_value_of(value)
+    if base is None or not hasattr(fn, "log_prob_from_base"):
+        return None
+    return fn.log_prob_from_base(base)
+
+
+def score_relaxed_sites(model_trace, guide_trace) -> None:
+    """Fill in the log-densities of the relaxed latent sites of a model/guide trace pair from the
+    guide's exact base-space samples, before ``compute_log_prob`` / ``compute_score_parts``
+    (which then leave them as they are).
+
+    A float32 Concrete sample at low temperature has entries that underflowed to 0 (or rounded to
+    1), where its value no longer determines its density and ``log_prob`` raises; the log-space
+    sample that ``rsample`` drew is exact, and these sites are scored from it. Sites whose value
+    carries no base sample are left to ``log_prob``.
+    """
+    for trace, is_guide in ((model_trace, False), (guide_trace, True)):
+        for site in trace.nodes.values():
+            if site["type"] != "sample" or site["is_observed"]:
+                continue
+            lp = log_prob_from_base(site["fn"], site["value"])
+            if lp is None:
+                continue
+            site["unscaled_log_prob"] = lp
+            if is_guide:
+                parts = ScoreParts(log_prob=lp, score_function=0, entropy_term=lp)
+                if not site["fn"].has_rsample:
+                    parts = ScoreParts(log_prob=lp, score_function=lp, entropy_term=0)
+                parts = parts.scale_and_mask(site["scale"], site["mask"])
+                site["score_parts"] = parts
+                lp = parts.log_prob
+            else:
+                lp = scale_and_mask(lp, site["scale"], site["mask"])
+            site["log_prob"] = lp
+            site["log_prob_sum"] = lp.sum()
 
 
 class GumbelSoftmaxELBO(Trace_ELBO):
@@ -120,7 +192,29 @@ class GumbelSoftmaxELBO(Trace_ELBO):
 
     def _get_trace(self, model, guide, args, kwargs):
         handler = self._relax_handler()
-        return super()._get_trace(handler(model), handler(guide), args, kwargs)
+        model, guide = handler(model), handler(guide)
+        if isinstance(poutine.unwrap(guide), poutine.messenger.Messenger):
+            return super()._get_trace(model, guide, args, kwargs)  # a GuideMessenger: Pyro's path
+        # Pyro's get_importance_trace("flat", ...), with the relaxed sites scored from their
+        # exact log-space samples (score_relaxed_sites) before the remaining sites' log_prob
+        guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
+        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(
+            *args, **kwargs
+        )
+        if is_validation_enabled():
+            check_model_guide_match(model_trace, guide_trace, self.max_plate_nesting)
+        guide_trace = prune_subsample_sites(guide_trace)
+        model_trace = prune_subsample_sites(model_trace)
+        score_relaxed_sites(model_trace, guide_trace)
+        model_trace.compute_log_prob()
+        guide_trace.compute_score_parts()
+        if is_validation_enabled():
+            for trace in (model_trace, guide_trace):
+                for site in trace.nodes.values():
+                    if site["type"] == "sample":
+                        check_site_shape(site, self.max_plate_nesting)
+            check_if_enumerated(guide_trace)
+        return model_trace, guide_trace
 
     def _differentiable_loss_particle(self, model_trace, guide_trace):
         if self.kl == "relaxed" and self.kl_weight == 1.0:

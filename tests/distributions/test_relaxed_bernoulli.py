@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch.distributions import RelaxedBernoulli
 
-from pyro_dvae.distributions import ConcreteBernoulli, StraightThroughBernoulli
+from pyro_dvae.distributions import ConcreteBernoulli, StraightThroughBernoulli, base_value_of
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: single-threaded
 
@@ -29,8 +29,9 @@ def binary_concrete_log_density_from_logit(logits, tau, x):
     return log_px - log_y - log_1my
 
 
-def quadrature(half_width=80.0, step=0.01):
-    """y = sigmoid(t) on a regular t grid with weight step * dy/dt = step * y (1 - y)."""
+def quadrature(half_width=36.0, step=0.01):
+    """y = sigmoid(t) on a regular t grid with weight step * dy/dt = step * y (1 - y); |t| <= 36
+    keeps float64 y below 1 (sigmoid(37) rounds to 1, where the value has no density)."""
     t = torch.arange(-half_width, half_width + step / 2, step, dtype=torch.float64)
     y = torch.sigmoid(t)
     return y, step * y * (1 - y)
@@ -53,7 +54,7 @@ def test_log_prob_matches_torch_reference(tau):
 @pytest.mark.parametrize("tau", [0.4, 1.0, 3.0])
 def test_normalizes_on_unit_interval(tau):
     d = ConcreteBernoulli(tau, logits=torch.tensor(0.7, dtype=torch.float64))
-    # t = logit(y) has a logistic density with scale 1/tau: tails beyond |t| = 80 are < exp(-30)
+    # t = logit(y) has a logistic density with scale 1/tau: tails beyond |t| = 36 are < exp(-14)
     y, w = quadrature()
     mass = float((d.log_prob(y).exp() * w).sum())
     assert abs(mass - 1.0) < 1e-3
@@ -80,13 +81,42 @@ def test_low_temperature_log_prob_finite_and_exact():
     d = ConcreteBernoulli(0.01, logits=logits)
     y = d.rsample((50,))
     assert ((y == 0) | (y == 1)).any()  # saturated in float32
-    lp = d.log_prob(y)
+    x = base_value_of(y)
+    lp = d.log_prob_from_base(x)
     assert torch.isfinite(lp).all()
     lp.sum().backward()
     assert torch.isfinite(logits.grad).all()
-    x = y._pyro_dvae_logit_value
     expected = binary_concrete_log_density_from_logit(logits.detach(), 0.01, x.detach())
     torch.testing.assert_close(lp.detach().double(), expected, rtol=1e-4, atol=1e-3)
+    # the saturated value itself does not determine the density: a one-line error
+    with pytest.raises(ValueError, match="exactly 0 or 1") as err:
+        d.log_prob(y)
+    assert "\n" not in str(err.value)
+
+
+def test_log_prob_depends_on_the_value_not_the_tensor_object():
+    """Issue #19 item 1: a copy of an rsample() was scored from its value clamped to
+    [eps, 1 - eps] while the original used a cached logit: up to 234 nats apart at tau = 0.05.
+    Now every tensor is scored from its numbers, exactly (float64 reference), and values that
+    saturated to 0 or 1 raise instead of returning a number."""
+    torch.manual_seed(0)
+    d = ConcreteBernoulli(0.05, logits=2 * torch.randn(()))
+    torch.manual_seed(1)
+    y = d.rsample((1000,))
+    inside = (y > 0) & (y < 1)
+    assert 50 < int(inside.sum()) < 1000 and bool((y[inside] < 1e-7).any())
+    for value in (y, y.clone()):
+        with pytest.raises(ValueError, match="exactly 0 or 1"):
+            d.log_prob(value)
+    y_in = y[inside]
+    lp = d.log_prob(y_in)
+    assert torch.equal(lp, d.log_prob(y_in.clone()))
+    y64 = y_in.double()
+    expected = binary_concrete_log_density_from_logit(
+        d.logits.double(), 0.05, y64.log() - (-y64).log1p()
+    )
+    # was 71 nats off (values below 1.2e-7 clamped to it); now float32 accuracy
+    torch.testing.assert_close(lp.double(), expected, rtol=1e-5, atol=1e-3)
 
 
 def test_expand_and_invalid_temperature():

@@ -24,8 +24,10 @@ from _models import (
 )
 from pyro.infer import SVI
 
+from pyro_dvae.distributions import ConcreteOneHotCategorical, base_value_of
 from pyro_dvae.errors import DVAEInputError
 from pyro_dvae.infer import EnumeratedELBO, GumbelSoftmaxELBO, relax
+from pyro_dvae.infer.gumbel_softmax_elbo import log_prob_from_base
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: single-threaded
 
@@ -47,10 +49,10 @@ def normal_loglik(x, y, w):
     return normal_log_prob(x, y.flatten(-2) @ w, SIGMA)
 
 
-def concrete_log_density(logits, tau, y):
+def concrete_log_density(logits, tau, y=None, log_y=None):
     """Concrete density (Maddison et al. 2017, eq. 7 in log form) at y on the simplex."""
     k = logits.shape[-1]
-    log_y = y.log()
+    log_y = y.log() if log_y is None else log_y
     score = logits.log_softmax(-1) - tau * log_y
     return (
         math.lgamma(k)
@@ -240,6 +242,59 @@ def test_low_temperature_relaxed_loss_runs_under_validation():
         for seed in range(5):
             pyro.set_rng_seed(seed)
             assert math.isfinite(elbo.loss(m, g, torch.zeros(500)))
+
+
+def test_low_temperature_relaxed_loss_scores_the_exact_log_sample():
+    """Issue #19 item 1: at tau = 0.1 float32 guide samples have entries that underflowed to 0,
+    where ``log_prob`` of the value raises; the ELBO scores its own samples from the exact
+    log-space sample instead, and its loss equals that hand computation (float64 reference)."""
+    torch.manual_seed(3)
+    prior, q = torch.randn(2, 10), 3 * torch.randn(50, 2, 10)
+
+    def m(x):
+        with pyro.plate("data", 50):
+            pyro.sample("z", dist.OneHotCategorical(logits=prior).to_event(1))
+            pyro.sample("x", dist.Normal(0.0, 1.0), obs=x)
+
+    def g(x):
+        with pyro.plate("data", 50):
+            pyro.sample("z", dist.OneHotCategorical(logits=q).to_event(1))
+
+    x = torch.zeros(50)
+    elbo = GumbelSoftmaxELBO(0.1, kl="relaxed", max_plate_nesting=1)
+    pyro.set_rng_seed(4)
+    loss = elbo.loss(m, g, x)
+    pyro.set_rng_seed(4)
+    y = poutine.trace(relax(g, temperature=0.1)).get_trace(x).nodes["z"]["value"]
+    assert (y == 0).any()
+    log_y = base_value_of(y).double()
+    expected = -(
+        dist.Normal(0.0, 1.0).log_prob(x).double().sum()
+        + concrete_log_density(prior.double(), 0.1, log_y=log_y).sum()
+        - concrete_log_density(q.double(), 0.1, log_y=log_y).sum()
+    )
+    assert loss == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_log_prob_from_base_through_wrappers_equals_log_prob():
+    torch.manual_seed(5)
+    leaf = ConcreteOneHotCategorical(0.7, logits=torch.randn(4, 3, 5, dtype=F64))
+    mask = torch.tensor([True, False, True, True])
+    wrapped = {
+        "independent": leaf.to_event(1),
+        "masked": leaf.mask(mask[:, None]).to_event(1),
+        "expanded": dist.torch_distribution.ExpandedDistribution(leaf, (2, 4, 3)).to_event(2),
+        "mask_false": leaf.mask(False),
+    }
+    for name, fn in wrapped.items():
+        # Pyro's ExpandedDistribution reshapes its samples (relax uses the native expand)
+        y = leaf.expand((2, 4, 3)).rsample() if name == "expanded" else fn.rsample()
+        assert base_value_of(y) is not None, name
+        got, expected = log_prob_from_base(fn, y), fn.log_prob(y)
+        # (Pyro's mask(False) returns float32 zeros whatever the dtype)
+        torch.testing.assert_close(got, expected, check_dtype=False, msg=name)
+        assert log_prob_from_base(fn, y.clone()) is None  # a copy carries no base sample
+    assert log_prob_from_base(dist.Normal(0.0, 1.0), torch.zeros(())) is None
 
 
 # ------------------------------------------------------------------ validation ---------------
