@@ -10,6 +10,7 @@ from .enumeration import (
 from .estimators import ESTIMATORS, EXACT_ESTIMATORS, RELAXED_ESTIMATORS, build_elbo
 from .evaluation import discrete_elbo, iwae_log_likelihood
 from .exact_marginal_elbo import ExactMarginalELBO
+from .gst_elbo import GSTELBO, GSTMessenger, gst_bernoulli, gst_distribution, gst_one_hot
 from .gumbel_rao_elbo import GumbelRaoELBO, GumbelRaoMessenger, gumbel_rao_distribution
 from .gumbel_softmax_elbo import KL_CHOICES, GumbelSoftmaxELBO
 from .registry import EstimatorInfo, estimator_names, get_estimator, register_estimator
@@ -38,6 +39,8 @@ __all__ = [
     "ExactMarginalELBO",
     "EstimatorInfo",
     "ExponentialDecayTemperature",
+    "GSTELBO",
+    "GSTMessenger",
     "GumbelRaoELBO",
     "GumbelRaoMessenger",
     "GumbelSoftmaxELBO",
@@ -59,6 +62,9 @@ __all__ = [
     "estimator_names",
     "exact_posterior",
     "get_estimator",
+    "gst_bernoulli",
+    "gst_distribution",
+    "gst_one_hot",
     "gumbel_rao_distribution",
     "iwae_log_likelihood",
     "map_leaf",
