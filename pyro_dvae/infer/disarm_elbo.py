@@ -53,8 +53,8 @@ def disarm_weights(b: torch.Tensor, b_anti: torch.Tensor, logits: torch.Tensor) 
         ...                torch.zeros(3))
         tensor([ 0.5000, -0.5000,  0.0000])
     """
-    sign = 1.0 - 2.0 * b_anti
-    return (sign * (b != b_anti) * torch.sigmoid(logits.abs())).detach()
+    weight = (1.0 - 2.0 * b_anti) * torch.sigmoid(logits.abs())
+    return torch.where(b != b_anti, weight, torch.zeros_like(weight)).detach()
 
 
 class _PairMessenger(Messenger):
