@@ -123,7 +123,7 @@ class DisARMELBO(ELBO):
 
     Each step draws an antithetic pair from shared uniforms ``u``: ``b = 1[u < sigmoid(a)]`` and
     ``b~ = 1[1 - u < sigmoid(a)]`` (each marginally ``q``), evaluates the sample ELBO ``f`` on
-    both, and estimates the gradient wrt each unit's logit ``a_i`` by
+    both, and estimates the gradient wrt each unit's logit ``a_i`` by::
 
         (f(b) - f(b~)) / 2 * (-1)^{b~_i} 1[b_i != b~_i] sigmoid(|a_i|)
 

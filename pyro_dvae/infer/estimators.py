@@ -12,12 +12,15 @@ from __future__ import annotations
 
 from pyro.infer import ELBO
 
+from .disarm_elbo import DisARMELBO
 from .enumerated_elbo import EnumeratedELBO
 from .exact_marginal_elbo import ExactMarginalELBO
+from .gst_elbo import GSTELBO
 from .gumbel_rao_elbo import GumbelRaoELBO
 from .gumbel_softmax_elbo import GumbelSoftmaxELBO
 from .registry import OPTIONS, estimator_names, get_estimator, register_estimator
 from .reinmax_elbo import ReinMaxELBO
+from .rloo_elbo import RLOOELBO
 from .score_function_elbo import ScoreFunctionELBO
 from .vimco_elbo import VIMCOELBO
 
@@ -97,6 +100,27 @@ register_estimator(
     min_particles=2,
     summary="multi-sample bound with leave-one-out baselines",
 )
+register_estimator(
+    "rloo",
+    RLOOELBO,
+    options=_SAMPLING,
+    min_particles=2,
+    summary="REINFORCE with K samples and leave-one-out baselines (Kool et al. 2019)",
+)
+register_estimator(
+    "disarm",
+    DisARMELBO,
+    options=_SAMPLING,
+    summary="antithetic Bernoulli pairs (Dong et al. 2020); num_particles = pairs",
+)
+register_estimator(
+    "gst",
+    GSTELBO,
+    options=("temperature", *_SAMPLING),
+    kl_modes=("analytic",),
+    summary="exact discrete forward sample, gapped straight-through gradient (Fan et al. 2022)",
+    **_RELAXED,
+)
 
 #: every registered estimator name (the built-in ones, in this order)
 ESTIMATORS = estimator_names()
@@ -128,7 +152,10 @@ def build_elbo(
     - ``score-function``: :class:`ScoreFunctionELBO` without baseline (REINFORCE);
     - ``score-function-baseline``: with Pyro's decaying-average baseline;
     - ``nvil``: with a learned, input-dependent neural baseline;
-    - ``vimco``: :class:`VIMCOELBO` with ``max(2, num_particles)`` particles.
+    - ``vimco``: :class:`VIMCOELBO` with ``max(2, num_particles)`` particles;
+    - ``rloo``: :class:`RLOOELBO` (leave-one-out baselines) with ``max(2, num_particles)``;
+    - ``disarm``: :class:`DisARMELBO` with ``num_particles`` antithetic pairs;
+    - ``gst``: :class:`GSTELBO` (gapped straight-through at ``temperature``).
 
     Options an estimator does not take are ignored; ``max_plate_nesting`` is passed to the
     sampling ELBOs (guessed by Pyro when ``None``).

@@ -3,7 +3,7 @@
 Straight-through Gumbel-softmax differentiates ``softmax((logits + G) / tau)`` at Gumbel noise
 ``G`` whose argmax is the sampled class D. GST keeps two properties of that perturbation and
 drops its randomness (Fan, Chi, Rudnicky & Ramadge 2022): the perturbed logits are
-``logits + stop_gradient(m1 - m2)`` with
+``logits + stop_gradient(m1 - m2)`` with::
 
     m1 = (max_j logits_j - logits) * D            (the sampled logit becomes the largest)
     m2 = relu(logits - max_j logits_j + gap) * (1 - D)

@@ -36,7 +36,7 @@ class RLOOELBO(ELBO):
     baseline for free!", Kool, van Hoof & Welling, ICLR 2019 DeepRLStructPred workshop).
 
     Per datum, K latents ``z_1..z_K ~ q(z|x)`` are drawn and the sample ELBO
-    ``f_k = log p(x, z_k) - log q(z_k|x)`` is computed for each. The gradient estimate is
+    ``f_k = log p(x, z_k) - log q(z_k|x)`` is computed for each. The gradient estimate is::
 
         (1/K) sum_k [ (f_k - mean_{j != k} f_j) grad log q(z_k|x) + grad f_k ]
 

@@ -52,7 +52,13 @@ def test_kl_modes_are_enforced_in_api_terms():
 
 
 def test_capabilities():
-    assert estimator_names(relaxed=True) == ("gumbel-softmax", "st-gumbel", "gumbel-rao", "reinmax")
+    assert estimator_names(relaxed=True) == (
+        "gumbel-softmax",
+        "st-gumbel",
+        "gumbel-rao",
+        "reinmax",
+        "gst",
+    )
     assert estimator_names(exact=True) == ("enumerate", "exact")
     assert estimator_names(hard=False) == ("gumbel-softmax",)
     assert "autoregressive" not in get_estimator("gumbel-softmax").priors
