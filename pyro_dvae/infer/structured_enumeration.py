@@ -49,6 +49,7 @@ from pyro.util import get_rng_state, set_rng_state
 from torch.distributions import Distribution
 
 from ..errors import DVAEInputError, LatentSpaceTooLargeError
+from .broadcasting import BroadcastingMessenger
 
 __all__ = ["StructuredEnumeration"]
 
@@ -247,9 +248,10 @@ class StructuredEnumeration:
         # to this engine and to Pyro's TraceEnum_ELBO
         # and samples no discrete site (their values only need to be valid: structure is read)
         with torch.no_grad(), poutine.block(hide_types=["param"]), _saved_rng():
-            guide_fn = _FirstSupportValue()(guide) if guide else None
+            guide_fn = _FirstSupportValue()(BroadcastingMessenger()(guide)) if guide else None
             guide_trace = poutine.trace(guide_fn).get_trace(*args, **self.kwargs) if guide else None
-            replayed = poutine.replay(model, trace=guide_trace) if guide else model
+            model_fn = BroadcastingMessenger()(model)
+            replayed = poutine.replay(model_fn, trace=guide_trace) if guide else model_fn
             model_trace = poutine.trace(_FirstSupportValue()(replayed)).get_trace(
                 *args, **self.kwargs
             )
@@ -401,12 +403,13 @@ class StructuredEnumeration:
         draw for every block of a model-side sum).
         """
         guide = self.guide if guide is None else guide
-        guide_fn = guide if guide is not None else _empty_guide
+        guide_fn = BroadcastingMessenger()(guide) if guide is not None else _empty_guide
         if guide_trace is not None:
             guide_fn = poutine.replay(guide_fn, trace=guide_trace)
         guide_fn = _EnumerateDiscrete(self.guide_enumerated, self.coupled, block)(guide_fn)
         guide_fn = EnumMessenger(first_available_dim=-1 - self.max_plate_nesting)(guide_fn)
-        model_fn = _EnumerateDiscrete(self.model_enumerated, self.coupled, block)(self.model)
+        model_fn = BroadcastingMessenger()(self.model)
+        model_fn = _EnumerateDiscrete(self.model_enumerated, self.coupled, block)(model_fn)
         model_fn = EnumMessenger()(model_fn)  # keeps allocating dims left of the guide's
         try:
             model_trace, guide_trace = get_importance_trace(
