@@ -250,19 +250,20 @@ def test_training_runs_in_train_mode_and_validates_in_eval_mode(monkeypatch):
     """Dropout and encoder noise act on the training steps only: the validation numbers are
     those of the same weights with both switched off."""
     import pyro_dvae.training._loop as loop
-    from pyro_dvae.training import _evaluation
+    from pyro_dvae.training import evaluation
 
     modes = {"step": set(), "eval": set()}
-    real_eval_elbo = _evaluation._eval_elbo
+    real_eval_elbo = evaluation.evaluate_nelbo
 
-    def spy_eval_elbo(model, x, seed, num_samples=1):
-        value = real_eval_elbo(model, x, seed, num_samples)
+    def spy_eval_elbo(model, x, *, seed, num_samples=1):
+        value = real_eval_elbo(model, x, seed=seed, num_samples=num_samples)
         clean = _without_dropout_or_noise(model)
-        assert clean.training and value == real_eval_elbo(clean, x, seed, num_samples)
+        assert clean.training
+        assert value == real_eval_elbo(clean, x, seed=seed, num_samples=num_samples)
         modes["eval"].add(model.training)  # restored after evaluating
         return value
 
-    monkeypatch.setattr(loop, "_eval_elbo", spy_eval_elbo)
+    monkeypatch.setattr(loop, "evaluate_nelbo", spy_eval_elbo)
 
     def record(step, model, elbo):
         modes["step"].add(model.training)
@@ -275,14 +276,14 @@ def test_training_runs_in_train_mode_and_validates_in_eval_mode(monkeypatch):
 def test_test_metrics_are_those_without_dropout_or_noise():
     from pyro_dvae.data import load_digits
     from pyro_dvae.models import DiscreteVAE
-    from pyro_dvae.training._evaluation import _evaluate
+    from pyro_dvae.training.evaluation import evaluate_run
 
     data = load_digits()
     cfg = tiny(latent="6b", dropout=0.3, encoder_noise=0.1)
     model = DiscreteVAE(data.data_dim, "6b", encoder_hidden=(32,), dropout=0.3, encoder_noise=0.1)
-    ours = _evaluate(model, data, LatentSpec.parse("6b"), cfg)
+    ours = evaluate_run(model, data, cfg)
     assert model.training  # restored
-    assert ours == _evaluate(_without_dropout_or_noise(model), data, LatentSpec.parse("6b"), cfg)
+    assert ours == evaluate_run(_without_dropout_or_noise(model), data, cfg)
 
 
 @pytest.mark.parametrize("estimator", ["gumbel-softmax", "st-gumbel", "gumbel-rao", "reinmax"])

@@ -122,9 +122,9 @@ def _resume(args: argparse.Namespace) -> tuple[Any, Path, int]:
     """The stored config (checked against options given with ``--resume``), run dir, step."""
     from dataclasses import fields, replace
 
-    from ..training import TrainConfig, load_run
+    from ..training import TrainConfig, resume_point
 
-    config, path, step = load_run(args.resume)
+    config, path, step = resume_point(args.resume)
     run_dir = path.parent
     if args.out is not None and Path(args.out).resolve() != run_dir.resolve():
         raise DVAEInputError(

@@ -10,7 +10,7 @@ Example:
 """
 
 from .harness import DEFAULT_ESTIMATORS, CompareConfig, run_comparison
-from .plotting import plot_learning_curves, plot_temperature_sweep
+from .plotting import save_learning_curves, save_temperature_sweep
 from .recorder import RunRecorder, preserved_training_state
 from .report import format_markdown, write_results
 from .spec import SPEC_OPTIONS, EstimatorSpec, parse_spec, parse_specs
@@ -36,10 +36,10 @@ __all__ = [
     "mean_sd",
     "parse_spec",
     "parse_specs",
-    "plot_learning_curves",
-    "plot_temperature_sweep",
     "preserved_training_state",
     "run_comparison",
+    "save_learning_curves",
+    "save_temperature_sweep",
     "summarize",
     "time_to_target",
     "write_results",

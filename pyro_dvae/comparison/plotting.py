@@ -2,7 +2,8 @@
 and spread of relaxed estimators against temperature.
 
 Figures are built with :class:`matplotlib.figure.Figure` directly (no pyplot, no global backend
-change) and saved at 110 dpi.
+change) and saved at 110 dpi. Each ``save_*`` function writes a file and returns its path (the
+:mod:`pyro_dvae.plots` functions return Figures).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from .summary import curve_metric
 
-__all__ = ["plot_learning_curves", "plot_temperature_sweep"]
+__all__ = ["save_learning_curves", "save_temperature_sweep"]
 
 _DPI = 110
 
@@ -36,13 +37,13 @@ def _stack(runs: list[dict[str, Any]], key: str) -> np.ndarray:
     return np.asarray(rows, dtype=float)
 
 
-def plot_learning_curves(result: dict[str, Any], path: str | Path) -> Path:
+def save_learning_curves(result: dict[str, Any], path: str | Path) -> Path:
     """Test NLL (exact, else -ELBO) against training steps and against training seconds: the
     mean over seeds with a band from the lowest to the highest seed, and the target as a
     dashed line.
 
     Example:
-        >>> plot_learning_curves(summarize(result), "curves.png")  # doctest: +SKIP
+        >>> save_learning_curves(summarize(result), "curves.png")  # doctest: +SKIP
         PosixPath('curves.png')
     """
     metric = curve_metric(result)
@@ -99,14 +100,14 @@ def plot_learning_curves(result: dict[str, Any], path: str | Path) -> Path:
     return path
 
 
-def plot_temperature_sweep(result: dict[str, Any], path: str | Path) -> Path | None:
+def save_temperature_sweep(result: dict[str, Any], path: str | Path) -> Path | None:
     """Relative gradient bias and relative SD (see :func:`~.gradient_table`) of each relaxed
     estimator against temperature, at the last diagnostic checkpoint, per parameter group
     (log-log axes, error bars = SD over seeds, a star at the training temperature). Returns
     ``None`` (and writes nothing) when no relaxed estimator was diagnosed.
 
     Example:
-        >>> plot_temperature_sweep(summarize(result), "sweep.png")  # doctest: +SKIP
+        >>> save_temperature_sweep(summarize(result), "sweep.png")  # doctest: +SKIP
         PosixPath('sweep.png')
     """
     relaxed = [e for e in result["estimators"] if e.get("temperature_sweep")]

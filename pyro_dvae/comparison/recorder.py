@@ -2,10 +2,11 @@
 
 :class:`RunRecorder` is passed as ``callback`` to :func:`pyro_dvae.training.train`. After chosen
 steps it evaluates the test set (exact NLL where the latent space can be enumerated, and the
-discrete -ELBO) and, at a few checkpoints, compares the run's own gradient estimator with the
-exact gradient (:func:`~pyro_dvae.diagnostics.gradient_diagnostics`). Its own time is kept off
-the training clock, and it leaves the training state (parameters, Pyro baselines, RNG streams)
-exactly as it found it, so a recorded run trains exactly like an unrecorded one.
+discrete -ELBO; in eval mode, through :mod:`pyro_dvae.training.evaluation`) and, at a few
+checkpoints, compares the run's own gradient estimator with the exact gradient
+(:func:`~pyro_dvae.diagnostics.gradient_diagnostics`). Its own time is kept off the training
+clock, and it leaves the training state (parameters, Pyro baselines, RNG streams) exactly as it
+found it, so a recorded run trains exactly like an unrecorded one.
 """
 
 from __future__ import annotations
@@ -20,11 +21,9 @@ import pyro.util
 import torch
 
 from ..diagnostics import gradient_diagnostics
-from ..infer import discrete_elbo, exact_log_likelihood
+from ..training.evaluation import evaluate_nelbo, evaluate_nll_exact
 
 __all__ = ["RunRecorder", "preserved_training_state"]
-
-_EVAL_BATCH = 100
 
 
 @contextmanager
@@ -60,12 +59,6 @@ def preserved_training_state(seed: int | None = None) -> Iterator[None]:
                 else:
                     store[name] = constrained  # replaced (e.g. a decaying-average baseline)
         pyro.util.set_rng_state(rng)
-
-
-def _batched(fn, x: torch.Tensor) -> torch.Tensor:
-    return torch.cat(
-        [fn(x[i : i + _EVAL_BATCH]).reshape(-1) for i in range(0, len(x), _EVAL_BATCH)]
-    )
 
 
 class RunRecorder:
@@ -167,19 +160,14 @@ class RunRecorder:
         return stop
 
     def _evaluate(self, step: int, model: Any) -> None:
-        with torch.no_grad(), preserved_training_state(self.seed + 7):
-            nelbo = -float(
-                _batched(lambda xb: discrete_elbo(model.model, model.guide, xb), self.x_eval).mean()
-            )
+        """Test -ELBO and exact NLL, in eval mode like every held-out number of the package."""
+        with preserved_training_state():
+            nelbo = evaluate_nelbo(model, self.x_eval, seed=self.seed + 7)
             nll = None
             if self.exact:
-                ll = _batched(
-                    lambda xb: exact_log_likelihood(
-                        model.model, xb, max_configurations=self.max_configurations
-                    ),
-                    self.x_eval,
+                nll = evaluate_nll_exact(
+                    model, self.x_eval, max_configurations=self.max_configurations
                 )
-                nll = -float(ll.mean())
         self.curve["step"].append(step)
         self.curve["seconds"].append(round(self.train_seconds, 4))
         self.curve["nll_exact"].append(nll)

@@ -206,10 +206,10 @@ def write_results(result: dict[str, Any], out_dir: str | Path, plots: bool = Tru
         json.dump(_clean(result), f, indent=1, allow_nan=False)
         f.write("\n")
     if plots:
-        from .plotting import plot_learning_curves, plot_temperature_sweep
+        from .plotting import save_learning_curves, save_temperature_sweep
 
-        written.append(plot_learning_curves(result, out / "learning_curves.png"))
-        sweep = plot_temperature_sweep(result, out / "gradient_vs_temperature.png")
+        written.append(save_learning_curves(result, out / "learning_curves.png"))
+        sweep = save_temperature_sweep(result, out / "gradient_vs_temperature.png")
         if sweep is not None:
             written.append(sweep)
     return written

@@ -118,7 +118,7 @@ def parse_spec(text: str) -> EstimatorSpec:
         Traceback (most recent call last):
         ...
         pyro_dvae.errors.DVAEInputError: option tau does not apply to estimator exact \
-(spec 'exact:tau=1'); it applies to gumbel-softmax, st-gumbel, gumbel-rao, reinmax
+(spec 'exact:tau=1'); it applies to gumbel-softmax, st-gumbel, gumbel-rao, reinmax...
     """
     spec = str(text).strip()
     name, *options = [part.strip() for part in spec.split(":")]

@@ -14,13 +14,14 @@ Example:
 from __future__ import annotations
 
 from ..infer import ESTIMATORS, RELAXED_ESTIMATORS
-from ._checkpointing import CHECKPOINT_NAME, load_run
+from ._checkpointing import CHECKPOINT_NAME, ResumePoint, resume_point
 from ._checkpointing import RUN_OUTPUTS as RUN_OUTPUTS
 from ._config import DATASETS, LR_SCHEDULES, ON_NAN, TrainConfig
 from ._limits import MAX_LATENT_UNITS as MAX_LATENT_UNITS
 from ._limits import MAX_PARAMETERS as MAX_PARAMETERS
 from ._loop import train
 from ._signals import TrainingInterrupted
+from .evaluation import RunMetrics, eval_mode, evaluate_nelbo, evaluate_nll_exact, evaluate_run
 from .semisupervised import (
     SEMISUPERVISED_ESTIMATORS,
     SemiSupervisedConfig,
@@ -36,13 +37,19 @@ __all__ = [
     "LR_SCHEDULES",
     "ON_NAN",
     "RELAXED_ESTIMATORS",
+    "ResumePoint",
+    "RunMetrics",
     "SEMISUPERVISED_ESTIMATORS",
     "SemiSupervisedConfig",
     "TrainConfig",
     "TrainingInterrupted",
     "confusion_matrix",
-    "load_run",
+    "eval_mode",
+    "evaluate_nelbo",
+    "evaluate_nll_exact",
+    "evaluate_run",
     "pick_labelled",
+    "resume_point",
     "train",
     "train_semisupervised",
 ]

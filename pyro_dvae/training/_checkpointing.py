@@ -1,10 +1,10 @@
-"""Checkpoints of a training run: writing, resuming, restoring, and :func:`load_run`.
+"""Checkpoints of a training run: writing, resuming, restoring, and :func:`resume_point`.
 
 A run directory holds ``checkpoint.pt`` (see :mod:`pyro_dvae.utils.checkpoint`), and once
 finished ``metrics.json`` and plots; ``train(resume=RUN_DIR)`` continues it bitwise on CPU.
 
 Example:
-    >>> load_run("/nonexistent")  # doctest: +ELLIPSIS
+    >>> resume_point("/nonexistent")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
     pyro_dvae.errors.DVAEInputError: --resume /nonexistent does not exist; ...
@@ -18,7 +18,7 @@ import platform
 import time
 from dataclasses import fields
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pyro
@@ -30,7 +30,7 @@ from ._config import TrainConfig
 from ._guards import _non_finite_tensors
 from ._state import _all_rng_states, _LoopState, _set_all_rng_states
 
-__all__ = ["CHECKPOINT_NAME", "RUN_OUTPUTS", "load_run"]
+__all__ = ["CHECKPOINT_NAME", "RUN_OUTPUTS", "ResumePoint", "resume_point"]
 
 CHECKPOINT_NAME = "checkpoint.pt"
 #: files of a finished run besides the checkpoint (removed when a forced new run takes over)
@@ -149,18 +149,28 @@ def _resume_config(ckpt: dict, config: TrainConfig | None, path: Path) -> TrainC
     return config
 
 
-def load_run(run: str | Path) -> tuple[TrainConfig, Path, int]:
+class ResumePoint(NamedTuple):
+    """Where ``train(resume=...)`` would continue a run: its stored configuration, checkpoint
+    file and last step (for a trained model to analyse, see
+    :func:`pyro_dvae.analysis.load_run`)."""
+
+    config: TrainConfig
+    checkpoint: Path
+    step: int
+
+
+def resume_point(run: str | Path) -> ResumePoint:
     """The stored configuration, checkpoint file and step of a run directory (or checkpoint).
 
     Example:
-        >>> load_run("/nonexistent")  # doctest: +ELLIPSIS
+        >>> resume_point("/nonexistent")  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
         pyro_dvae.errors.DVAEInputError: --resume /nonexistent does not exist; ...
     """
     path = _checkpoint_file(run)
     ckpt = load_checkpoint(path)
-    return _resume_config(ckpt, None, path), path, int(ckpt.get("step", 0))
+    return ResumePoint(_resume_config(ckpt, None, path), path, int(ckpt.get("step", 0)))
 
 
 def _same_dir(a: Path, b: Path) -> bool:

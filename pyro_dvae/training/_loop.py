@@ -39,12 +39,12 @@ from ._checkpointing import (
     _write_json,
 )
 from ._config import TrainConfig
-from ._evaluation import _eval_elbo, _evaluate, _write_plots
 from ._guards import _guarded_step
 from ._limits import _check_model_size, _too_many
 from ._setup import _build, _learning_rate, _load_data
 from ._signals import _interrupted, _StopSignals
 from ._state import _LoopState
+from .evaluation import RunMetrics, _write_plots, evaluate_nelbo, evaluate_run
 
 __all__ = ["train"]
 
@@ -60,7 +60,7 @@ def train(
     checkpoint_every: int | None = None,
     force: bool = False,
     distributed: Any | None = None,
-) -> dict[str, Any]:
+) -> RunMetrics:
     """Train a discrete VAE as described by ``config`` and return its metrics (nats/datum).
 
     ``dataset`` optionally replaces the named dataset with your own
@@ -220,7 +220,7 @@ def train(
                 if stop.signum is not None:
                     checkpoint()
                     raise _interrupted(stop.signum, st, total_steps, ckpt_path)
-                valid = _eval_elbo(model, data.valid, config.seed + 1)
+                valid = evaluate_nelbo(model, data.valid, seed=config.seed + 1)
                 st.history["valid_step"].append(st.step)
                 st.history["valid_nelbo"].append(valid)
                 st.perm, st.pos = None, 0
@@ -233,7 +233,7 @@ def train(
         raise _interrupted(stop.signum, st, total_steps, ckpt_path)
     train_seconds = st.elapsed + (time.perf_counter() - start)
 
-    metrics = _evaluate(model, data, spec, config)
+    metrics: RunMetrics = evaluate_run(model, data, config)  # type: ignore[assignment]
     metrics.update(
         dataset=data.name,
         latent=str(spec),

@@ -1,42 +1,113 @@
-"""Held-out evaluation in nats per datum, and the figures written at the end of a run.
+"""Held-out evaluation in nats per datum: the one entry point of training, ``compare`` and
+export, always in eval mode (no dropout, no encoder noise) and without touching the training
+RNG streams.
+
+:func:`evaluate_nelbo` and :func:`evaluate_nll_exact` are the numbers of learning curves and
+validation; :func:`evaluate_run` gives the final test metrics of a run (the evaluation part of
+:class:`RunMetrics`, the typed contents of ``metrics.json``).
 
 Example:
-    >>> import torch
-    >>> _batched(lambda xb: xb.sum(-1), torch.ones(250, 2)).shape
-    torch.Size([250])
+    >>> from pyro_dvae.models import DiscreteVAE
+    >>> model = DiscreteVAE(16, "2x3", encoder_hidden=(8,), dropout=0.5)
+    >>> x = torch.bernoulli(torch.full((20, 16), 0.3))
+    >>> a = evaluate_nelbo(model, x, seed=0)
+    >>> a == evaluate_nelbo(model, x, seed=0) and model.training  # mode restored
+    True
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import torch
 
 from ..latent import LatentSpec
 from ..utils.checkpoint import fixed_seed
-from ._config import TrainConfig
 
-__all__: list[str] = []
+__all__ = [
+    "ACTIVE_KL",
+    "RunMetrics",
+    "batched",
+    "eval_mode",
+    "evaluate_nelbo",
+    "evaluate_nll_exact",
+    "evaluate_run",
+]
 
-_EVAL_BATCH = 100
+EVAL_BATCH = 100
 #: a latent group is *active* when its mean KL(q(z_i|x) || p(z_i)) over the test set exceeds this
 ACTIVE_KL = 0.01
 
 
-def _batched_rows(fn, x: torch.Tensor, batch: int = _EVAL_BATCH) -> torch.Tensor:
-    return torch.cat([fn(x[i : i + batch]).detach() for i in range(0, len(x), batch)])
+class RunMetrics(TypedDict):
+    """What :func:`~pyro_dvae.training.train` returns and writes to ``metrics.json`` (nats/datum).
+
+    The first group comes from :func:`evaluate_run`; the rest describe the run.
+    """
+
+    test_nelbo: float
+    test_nll_iwae: float
+    test_nll_exact: float | None
+    true_test_nll: float | None
+    test_kl: float
+    active_groups: int
+    eval: dict[str, Any]
+    dataset: str
+    latent: str
+    estimator: str
+    num_configurations: int | None
+    log2_num_configurations: float
+    data_dim: int
+    num_train: int
+    num_valid: int
+    num_test: int
+    valid_nelbo: float
+    final_temperature: float | None
+    steps: int
+    epochs_completed: int
+    skipped_steps: list[dict[str, Any]]
+    train_seconds: float
+    device: str
+    distributed: dict[str, Any]
+    config: dict[str, Any]
+    versions: dict[str, str]
+    history: dict[str, list]
+    seconds: float
 
 
-def _batched(fn, x: torch.Tensor, batch: int = _EVAL_BATCH) -> torch.Tensor:
-    return _batched_rows(lambda xb: fn(xb).reshape(-1), x, batch)
+def batched(
+    fn: Callable[[torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    batch: int = EVAL_BATCH,
+    *,
+    rows: bool = False,
+) -> torch.Tensor:
+    """``fn`` over ``x`` in batches of ``batch`` rows, results detached and concatenated
+    (flattened per batch, or kept as rows with ``rows=True``).
+
+    Example:
+        >>> batched(lambda xb: xb.sum(-1), torch.ones(250, 2)).shape
+        torch.Size([250])
+    """
+    shape = (lambda t: t) if rows else (lambda t: t.reshape(-1))
+    return torch.cat([shape(fn(x[i : i + batch]).detach()) for i in range(0, len(x), batch)])
 
 
 @contextmanager
-def _eval_mode(module: torch.nn.Module) -> Iterator[None]:
-    """``module.eval()`` inside (no dropout, no encoder noise), its previous mode restored after."""
+def eval_mode(module: torch.nn.Module) -> Iterator[None]:
+    """``module.eval()`` inside (no dropout, no encoder noise), its previous mode restored after.
+
+    Example:
+        >>> net = torch.nn.Dropout(0.5)
+        >>> with eval_mode(net):
+        ...     net.training
+        False
+        >>> net.training
+        True
+    """
     was_training = module.training
     module.eval()
     try:
@@ -45,29 +116,72 @@ def _eval_mode(module: torch.nn.Module) -> Iterator[None]:
         module.train(was_training)
 
 
-def _eval_elbo(model, x: torch.Tensor, seed: int, num_samples: int = 1) -> float:
+def evaluate_nelbo(model: Any, x: torch.Tensor, *, seed: int, num_samples: int = 1) -> float:
+    """The discrete -ELBO per datum of ``model`` (a :class:`~pyro_dvae.models.DiscreteVAE`) on
+    ``x``, in eval mode, under ``seed`` (the surrounding RNG streams are left as they were).
+
+    Example:
+        >>> from pyro_dvae.models import DiscreteVAE
+        >>> model = DiscreteVAE(16, "2x3", encoder_hidden=(8,))
+        >>> evaluate_nelbo(model, torch.ones(4, 16), seed=1) > 0
+        True
+    """
     from ..infer import discrete_elbo
 
-    with torch.no_grad(), fixed_seed(seed), _eval_mode(model):
-        values = _batched(
+    with torch.no_grad(), fixed_seed(seed), eval_mode(model):
+        values = batched(
             lambda xb: discrete_elbo(model.model, model.guide, xb, num_samples=num_samples), x
         )
     return -float(values.mean())
 
 
-def _evaluate(model, data, spec: LatentSpec, config: TrainConfig) -> dict[str, Any]:
-    with _eval_mode(model):
-        return _test_metrics(model, data, spec, config)
+def evaluate_nll_exact(model: Any, x: torch.Tensor, *, max_configurations: int) -> float:
+    """The exact negative log-likelihood per datum (every latent configuration summed), in eval
+    mode.
+
+    Example:
+        >>> from pyro_dvae.models import DiscreteVAE
+        >>> model = DiscreteVAE(16, "2x3", encoder_hidden=(8,))
+        >>> evaluate_nll_exact(model, torch.ones(4, 16), max_configurations=9) > 0
+        True
+    """
+    from ..infer import exact_log_likelihood
+
+    with torch.no_grad(), eval_mode(model):
+        ll = batched(
+            lambda xb: exact_log_likelihood(model.model, xb, max_configurations=max_configurations),
+            x,
+        )
+    return -float(ll.mean())
 
 
-def _test_metrics(model, data, spec: LatentSpec, config: TrainConfig) -> dict[str, Any]:
-    from ..infer import exact_log_likelihood, iwae_log_likelihood
+def evaluate_run(model: Any, data: Any, config: Any) -> dict[str, Any]:
+    """The test metrics of a trained model (the first keys of :class:`RunMetrics`): -ELBO with 10
+    samples, IWAE NLL, exact NLL where ``K^N <= config.max_configurations``, the true NLL when
+    ``data`` knows it, KL and active latent groups; in eval mode, seeded from ``config.seed``.
+
+    Example:
+        >>> from pyro_dvae.data import load_digits
+        >>> from pyro_dvae.models import DiscreteVAE
+        >>> from pyro_dvae.training import TrainConfig
+        >>> data = load_digits()
+        >>> model = DiscreteVAE(data.data_dim, "2x3", encoder_hidden=(8,))
+        >>> m = evaluate_run(model, data, TrainConfig(latent="2x3", iwae_samples=5))
+        >>> m["test_nll_exact"] <= m["test_nelbo"]
+        True
+    """
+    with eval_mode(model):
+        return _test_metrics(model, data, LatentSpec.parse(config.latent), config)
+
+
+def _test_metrics(model: Any, data: Any, spec: LatentSpec, config: Any) -> dict[str, Any]:
+    from ..infer import iwae_log_likelihood
 
     x = data.test
-    nelbo = _eval_elbo(model, x, config.seed + 2, num_samples=10)
-    batch = max(1, min(_EVAL_BATCH, 100_000 // config.iwae_samples))
+    nelbo = evaluate_nelbo(model, x, seed=config.seed + 2, num_samples=10)
+    batch = max(1, min(EVAL_BATCH, 100_000 // config.iwae_samples))
     with torch.no_grad(), fixed_seed(config.seed + 3):
-        iwae = _batched(
+        iwae = batched(
             lambda xb: iwae_log_likelihood(
                 model.model, model.guide, xb, num_samples=config.iwae_samples
             ),
@@ -76,16 +190,9 @@ def _test_metrics(model, data, spec: LatentSpec, config: TrainConfig) -> dict[st
         )
     exact = None
     if spec.num_configurations <= config.max_configurations:
-        with torch.no_grad():
-            ll = _batched(
-                lambda xb: exact_log_likelihood(
-                    model.model, xb, max_configurations=config.max_configurations
-                ),
-                x,
-            )
-        exact = -float(ll.mean())
+        exact = evaluate_nll_exact(model, x, max_configurations=config.max_configurations)
     true_ll = getattr(data, "true_test_log_likelihood", None)
-    kl = _batched_rows(model.kl_per_group, x).mean(0)  # [N]: mean over the test set
+    kl = batched(model.kl_per_group, x, rows=True).mean(0)  # [N]: mean over the test set
     return {
         "test_nelbo": nelbo,
         "test_nll_iwae": -float(iwae.mean()),
@@ -101,12 +208,12 @@ def _test_metrics(model, data, spec: LatentSpec, config: TrainConfig) -> dict[st
     }
 
 
-def _write_plots(model, data, history: dict, out: Path, seed: int) -> None:
+def _write_plots(model: Any, data: Any, history: dict, out: Path, seed: int) -> None:
     import matplotlib.pyplot as plt
 
     from ..plots import plot_prior_samples, plot_reconstructions, plot_training_curve
 
-    with torch.no_grad(), fixed_seed(seed), _eval_mode(model):
+    with torch.no_grad(), fixed_seed(seed), eval_mode(model):
         x = data.test[:10]
         x_rec = model.reconstruct(x)
         samples = model.sample_x(32)

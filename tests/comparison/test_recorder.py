@@ -71,3 +71,21 @@ def test_time_budget_stops_training(digits):
     # the clock starts after step 1, so the budget is spent at step 2
     assert metrics["steps"] == 2 and rec.steps == 2 and rec.stopped_by_time
     assert rec.curve["step"] == [2] and rec.gradients == []
+
+
+def test_curves_are_evaluated_in_eval_mode():
+    """Learning curves are held-out numbers: dropout and encoder noise off, as in training's own
+    evaluation (with dropout on, the recorder's -ELBO was that of a random sub-network)."""
+    from pyro_dvae.models import DiscreteVAE
+    from pyro_dvae.training.evaluation import evaluate_nelbo, evaluate_nll_exact
+
+    torch.manual_seed(0)
+    x = torch.bernoulli(torch.full((60, 16), 0.3))
+    model = DiscreteVAE(16, "2x3", encoder_hidden=(32,), dropout=0.5, encoder_noise=0.2)
+    model.train()
+    rec = RunRecorder(x, None, total_steps=1, eval_every=1, seed=4)
+    rec(1, model, None)
+    assert model.training  # the training mode is restored
+    model.eval()
+    assert rec.curve["nelbo"] == [evaluate_nelbo(model, x, seed=4 + 7)]
+    assert rec.curve["nll_exact"] == [evaluate_nll_exact(model, x, max_configurations=2**20)]

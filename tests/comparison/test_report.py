@@ -9,7 +9,7 @@ import matplotlib.image as mpimg
 
 from pyro_dvae.comparison import (
     format_markdown,
-    plot_temperature_sweep,
+    save_temperature_sweep,
     summarize,
     write_results,
 )
@@ -67,6 +67,6 @@ def test_markdown_sections(tiny_result):
 def test_no_temperature_plot_without_relaxed_estimators(tiny_result, tmp_path):
     result = summarize(tiny_result)
     result["estimators"] = [e for e in result["estimators"] if not e["relaxed"]]
-    assert plot_temperature_sweep(result, tmp_path / "sweep.png") is None
+    assert save_temperature_sweep(result, tmp_path / "sweep.png") is None
     assert not (tmp_path / "sweep.png").exists()
     assert "## Relaxed estimators" not in format_markdown(result)
