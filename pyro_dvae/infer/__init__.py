@@ -13,6 +13,7 @@ from .exact_marginal_elbo import ExactMarginalELBO
 from .gst_elbo import GSTELBO, GSTMessenger, gst_bernoulli, gst_distribution, gst_one_hot
 from .gumbel_rao_elbo import GumbelRaoELBO, GumbelRaoMessenger, gumbel_rao_distribution
 from .gumbel_softmax_elbo import KL_CHOICES, GumbelSoftmaxELBO
+from .rebar_elbo import CONTROL_VARIATES, RELAXELBO, linear_log_prob, relax_gradient
 from .registry import EstimatorInfo, estimator_names, get_estimator, register_estimator
 from .reinmax_elbo import ReinMaxELBO, ReinMaxMessenger, reinmax_distribution
 from .relax import RelaxMessenger, discrete_counterpart, map_leaf, relax, relax_distribution
@@ -26,6 +27,7 @@ from .vimco_elbo import VIMCOELBO, vimco_learning_signals
 
 __all__ = [
     "BASELINES",
+    "CONTROL_VARIATES",
     "DEFAULT_MAX_CONFIGURATIONS",
     "DISARM_COUPLINGS",
     "ESTIMATORS",
@@ -45,6 +47,7 @@ __all__ = [
     "GumbelRaoMessenger",
     "GumbelSoftmaxELBO",
     "NeuralBaseline",
+    "RELAXELBO",
     "RLOOELBO",
     "ReinMaxELBO",
     "ReinMaxMessenger",
@@ -67,8 +70,10 @@ __all__ = [
     "gst_one_hot",
     "gumbel_rao_distribution",
     "iwae_log_likelihood",
+    "linear_log_prob",
     "map_leaf",
     "register_estimator",
+    "relax_gradient",
     "reinmax_distribution",
     "relax",
     "relax_distribution",
