@@ -68,6 +68,11 @@ class SemiSupervisedVAE(nn.Module):
         batches normalize with their own statistics; :meth:`classify` uses the running ones).
     :param classifier_dropout: dropout probability on the classifier's input pixels, in
         training mode only.
+    :param entropy_weight: weight of the entropy ``H(q(y | x))`` in the unlabelled ELBO (1, the
+        default, is the ELBO). Below 1 the model adds ``-(1 - entropy_weight) * H(q(y | x))`` as
+        ``pyro.factor("entropy", ...)`` on unlabelled batches (under their ``scale``), which
+        rewards confident classifications (entropy minimization, Grandvalet & Bengio 2004); the
+        loss is then no longer a bound on ``-log p(x)``.
 
     Example:
         >>> import pyro, torch
@@ -99,12 +104,14 @@ class SemiSupervisedVAE(nn.Module):
         alpha: float = 1.0,
         batch_norm: bool = False,
         classifier_dropout: float = 0.0,
+        entropy_weight: float = 1.0,
     ) -> None:
         super().__init__()
         widths = _widths(hidden)
         cwidths = widths if classifier_hidden is None else _widths(classifier_hidden)
         self.data_dim, self.classes, self.z_dim = int(data_dim), int(classes), int(z_dim)
         self.alpha = float(alpha)
+        self.entropy_weight = float(entropy_weight)
         self.decoder = _softplus_mlp([classes + z_dim, *widths, data_dim])
         self.encoder = _softplus_mlp([data_dim + classes, *widths, 2 * z_dim])
         self.classifier = _softplus_mlp([data_dim, *cwidths, classes], batch_norm=batch_norm)
@@ -147,6 +154,9 @@ class SemiSupervisedVAE(nn.Module):
             if y is not None:  # Kingma et al.'s classification term, outside the ELBO's scale
                 pyro.factor("classify", self.alpha * self.q_y(x).log_prob(y))
             with poutine.scale(scale=scale):
+                if y is None and self.entropy_weight != 1.0:  # sharpen q(y | x) (not an ELBO)
+                    entropy = self.q_y(x).entropy()
+                    pyro.factor("entropy", -(1.0 - self.entropy_weight) * entropy)
                 prior_y = dist.OneHotCategorical(logits=x.new_zeros(self.classes))
                 y = pyro.sample("y", prior_y, obs=y)
                 prior_z = dist.Normal(x.new_zeros(()), 1.0).expand([self.z_dim]).to_event(1)

@@ -184,6 +184,28 @@ def test_unlabelled_scale_multiplies_the_loss():
     assert EnumeratedELBO().loss(m.model, m.guide, x, scale=0.25) == pytest.approx(0.25 * one)
 
 
+@pytest.mark.parametrize("weight", [0.0, 0.4])
+def test_entropy_weight_scales_the_entropy_of_q_y(weight):
+    """Unlabelled batches: the loss with entropy weight w is the ELBO's loss plus
+    (1 - w) * scale * H(q(y | x)) at the same z; labelled batches are unchanged."""
+    x, y = data()
+    losses = {}
+    for w in (1.0, weight):
+        m = make(entropy_weight=w)
+        pyro.set_rng_seed(4)  # the same z
+        unlabelled = EnumeratedELBO().loss(m.model, m.guide, x, scale=0.5)
+        pyro.set_rng_seed(4)
+        labelled = EnumeratedELBO().loss(m.model, m.guide, x, y, scale=0.5)
+        losses[w] = unlabelled, labelled
+    with torch.no_grad():
+        lq = torch.log_softmax(make().classifier(x), -1)
+        entropy = float(-(lq.exp() * lq).sum())
+    assert losses[weight][0] - losses[1.0][0] == pytest.approx(
+        0.5 * (1 - weight) * entropy, rel=1e-9
+    )
+    assert losses[weight][1] == pytest.approx(losses[1.0][1], rel=1e-12)
+
+
 @pytest.mark.filterwarnings("ignore:y")  # the enumerate annotation, unused when relaxed
 def test_gumbel_softmax_elbo_trains_both_batches():
     m = make(cls=SemiSupervisedVAE)
