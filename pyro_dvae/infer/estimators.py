@@ -18,6 +18,7 @@ from .exact_marginal_elbo import ExactMarginalELBO
 from .gst_elbo import GSTELBO
 from .gumbel_rao_elbo import GumbelRaoELBO
 from .gumbel_softmax_elbo import GumbelSoftmaxELBO
+from .rebar_elbo import RELAXELBO
 from .registry import OPTIONS, estimator_names, get_estimator, register_estimator
 from .reinmax_elbo import ReinMaxELBO
 from .rloo_elbo import RLOOELBO
@@ -121,6 +122,24 @@ register_estimator(
     summary="exact discrete forward sample, gapped straight-through gradient (Fan et al. 2022)",
     **_RELAXED,
 )
+register_estimator(
+    "rebar",
+    RELAXELBO,
+    options=_SAMPLING,
+    fixed={"control": "rebar"},
+    priors=("uniform", "learned"),  # the control variate scores relaxed codes under the prior
+    mixed=False,
+    summary="REINFORCE with REBAR's learned relaxed control variate (Tucker et al. 2017)",
+)
+register_estimator(
+    "relax",
+    RELAXELBO,
+    options=_SAMPLING,
+    fixed={"control": "relax"},
+    priors=("uniform", "learned"),
+    mixed=False,
+    summary="REBAR's control variate plus a learned network (Grathwohl et al. 2018)",
+)
 
 #: every registered estimator name (the built-in ones, in this order)
 ESTIMATORS = estimator_names()
@@ -155,7 +174,8 @@ def build_elbo(
     - ``vimco``: :class:`VIMCOELBO` with ``max(2, num_particles)`` particles;
     - ``rloo``: :class:`RLOOELBO` (leave-one-out baselines) with ``max(2, num_particles)``;
     - ``disarm``: :class:`DisARMELBO` with ``num_particles`` antithetic pairs;
-    - ``gst``: :class:`GSTELBO` (gapped straight-through at ``temperature``).
+    - ``gst``: :class:`GSTELBO` (gapped straight-through at ``temperature``);
+    - ``rebar``, ``relax``: :class:`RELAXELBO` with REBAR's or RELAX's control variate.
 
     Options an estimator does not take are ignored; ``max_plate_nesting`` is passed to the
     sampling ELBOs (guessed by Pyro when ``None``).
