@@ -11,12 +11,19 @@ from .estimators import ESTIMATORS, EXACT_ESTIMATORS, RELAXED_ESTIMATORS, build_
 from .evaluation import discrete_elbo, iwae_log_likelihood
 from .exact_marginal_elbo import ExactMarginalELBO
 from .gst_elbo import GSTELBO, GSTMessenger, gst_bernoulli, gst_distribution, gst_one_hot
-from .gumbel_rao_elbo import GumbelRaoELBO, GumbelRaoMessenger, gumbel_rao_distribution
+from .gumbel_rao_elbo import GumbelRaoELBO
 from .gumbel_softmax_elbo import KL_CHOICES, GumbelSoftmaxELBO
 from .rebar_elbo import CONTROL_VARIATES, RELAXELBO, linear_log_prob, relax_gradient
 from .registry import EstimatorInfo, estimator_names, get_estimator, register_estimator
-from .reinmax_elbo import ReinMaxELBO, ReinMaxMessenger, reinmax_distribution
-from .relax import RelaxMessenger, discrete_counterpart, map_leaf, relax, relax_distribution
+from .reinmax_elbo import ReinMaxELBO
+from .relax import (
+    Relaxation,
+    RelaxMessenger,
+    discrete_counterpart,
+    map_leaf,
+    relax,
+    relax_distribution,
+)
 from .rloo_elbo import RLOOELBO, rloo_learning_signals
 from .schedules import ConstantTemperature, ExponentialDecayTemperature, TemperatureSchedule
 from .score_function_elbo import BASELINES, BaselineMessenger, NeuralBaseline, ScoreFunctionELBO
@@ -44,14 +51,13 @@ __all__ = [
     "GSTELBO",
     "GSTMessenger",
     "GumbelRaoELBO",
-    "GumbelRaoMessenger",
     "GumbelSoftmaxELBO",
     "NeuralBaseline",
     "RELAXELBO",
     "RLOOELBO",
     "ReinMaxELBO",
-    "ReinMaxMessenger",
     "RelaxMessenger",
+    "Relaxation",
     "ScoreFunctionELBO",
     "StructuredEnumeration",
     "TemperatureSchedule",
@@ -68,13 +74,11 @@ __all__ = [
     "gst_bernoulli",
     "gst_distribution",
     "gst_one_hot",
-    "gumbel_rao_distribution",
     "iwae_log_likelihood",
     "linear_log_prob",
     "map_leaf",
     "register_estimator",
     "relax_gradient",
-    "reinmax_distribution",
     "relax",
     "relax_distribution",
     "rloo_learning_signals",

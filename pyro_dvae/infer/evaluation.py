@@ -13,7 +13,6 @@ from collections.abc import Callable
 import pyro
 import pyro.poutine as poutine
 import torch
-from torch.distributions import kl_divergence
 
 from ..errors import DVAEInputError
 from .util import (
@@ -21,7 +20,7 @@ from .util import (
     find_data_plates,
     per_datum_log_prob,
     sample_sites,
-    sampled_prior_kl,
+    site_kl,
 )
 
 __all__ = ["discrete_elbo", "iwae_log_likelihood"]
@@ -43,7 +42,7 @@ def discrete_elbo(
     ELBO(x) = E_q[log p(x | z)] - KL(q(z | x) || p(z)); the KL is analytic wherever
     ``kl_divergence`` knows the pair (one-hot categorical, Bernoulli), from each unit's KL to
     its prior conditional for an autoregressive prior
-    (:func:`~pyro_dvae.infer.sampled_prior_kl`), else estimated from the same samples. The
+    (:func:`~pyro_dvae.infer.util.site_kl`), else estimated from the same samples. The
     reconstruction term is averaged over ``num_samples`` draws.
 
     Example:
@@ -70,10 +69,7 @@ def discrete_elbo(
                 if site["is_observed"]:
                     continue
                 guide_site = guide_trace.nodes[site["name"]]
-                try:
-                    kl = kl_divergence(guide_site["fn"], site["fn"])
-                except NotImplementedError:
-                    kl = sampled_prior_kl(guide_site["fn"], site["fn"], guide_site["value"])
+                kl = site_kl(guide_site["fn"], site["fn"], guide_site["value"])
                 if kl is not None:
                     elbo = elbo - plates.reduce(kl, lead=0)
                 else:

@@ -2,73 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
-import torch
-from torch.distributions import Bernoulli, Distribution, OneHotCategorical
-
-from ..distributions.gumbel_rao import GumbelRaoBernoulli, GumbelRaoOneHotCategorical
 from ..errors import DVAEInputError
 from .gumbel_softmax_elbo import GumbelSoftmaxELBO
-from .relax import RelaxMessenger, map_leaf
+from .relax import Relaxation
 
-__all__ = ["GumbelRaoELBO", "GumbelRaoMessenger", "gumbel_rao_distribution"]
-
-
-def gumbel_rao_distribution(
-    fn: Distribution, temperature: float | torch.Tensor, num_samples: int
-) -> Distribution | None:
-    """The Gumbel-Rao counterpart of a discrete distribution, or ``None`` if not discrete.
-
-    Handles ``OneHotCategorical`` and ``Bernoulli`` inside any nesting of ``Independent``,
-    ``ExpandedDistribution`` and ``MaskedDistribution`` (as
-    :func:`~pyro_dvae.infer.relax_distribution` does).
-
-    Example:
-        >>> import pyro.distributions as dist
-        >>> d = dist.OneHotCategorical(logits=torch.zeros(4, 8)).to_event(1)
-        >>> type(gumbel_rao_distribution(d, 0.5, 10).base_dist).__name__
-        'GumbelRaoOneHotCategorical'
-    """
-    return map_leaf(fn, lambda leaf: _gumbel_rao_leaf(leaf, temperature, num_samples))
-
-
-def _gumbel_rao_leaf(
-    fn: Distribution, temperature: float | torch.Tensor, num_samples: int
-) -> Distribution | None:
-    if isinstance(fn, (GumbelRaoOneHotCategorical, GumbelRaoBernoulli)):
-        return fn
-    if isinstance(fn, OneHotCategorical):
-        return GumbelRaoOneHotCategorical(temperature, logits=fn.logits, num_samples=num_samples)
-    if isinstance(fn, Bernoulli):
-        return GumbelRaoBernoulli(temperature, logits=fn.logits, num_samples=num_samples)
-    return None
-
-
-class GumbelRaoMessenger(RelaxMessenger):
-    """Like :class:`~pyro_dvae.infer.RelaxMessenger`, but discrete latent sites draw from their
-    Gumbel-Rao counterparts (the original is kept: :func:`~pyro_dvae.infer.discrete_counterpart`).
-
-    Example:
-        >>> import pyro, pyro.distributions as dist
-        >>> def model():
-        ...     return pyro.sample("z", dist.OneHotCategorical(logits=torch.zeros(3)))
-        >>> z = GumbelRaoMessenger(0.5, num_samples=4)(model)()
-        >>> z.sum().item()
-        1.0
-    """
-
-    def __init__(
-        self,
-        temperature: float | torch.Tensor,
-        num_samples: int = 10,
-        sites: Iterable[str] | None = None,
-    ) -> None:
-        super().__init__(temperature, straight_through=True, sites=sites)
-        self.num_samples = int(num_samples)
-
-    def _relax(self, fn: Distribution) -> Distribution | None:
-        return gumbel_rao_distribution(fn, self.temperature, self.num_samples)
+__all__ = ["GumbelRaoELBO"]
 
 
 class GumbelRaoELBO(GumbelSoftmaxELBO):
@@ -108,5 +46,5 @@ class GumbelRaoELBO(GumbelSoftmaxELBO):
         super().__init__(temperature=temperature, kl="analytic", straight_through=True, **kwargs)
         self.num_samples = int(num_samples)
 
-    def _relax_handler(self) -> GumbelRaoMessenger:
-        return GumbelRaoMessenger(self.temperature, num_samples=self.num_samples)
+    def _relaxation(self) -> Relaxation:
+        return Relaxation.gumbel_rao(self.temperature, num_samples=self.num_samples)

@@ -14,24 +14,18 @@ from pyro.infer import Trace_ELBO
 from pyro.infer.util import is_validation_enabled, torch_item
 from pyro.poutine.util import prune_subsample_sites
 from pyro.util import check_if_enumerated, check_model_guide_match, check_site_shape, warn_if_nan
-from torch.distributions import Distribution, kl_divergence
+from torch.distributions import Distribution
 
 from ..distributions.concrete import base_value_of
 from ..errors import DVAEInputError
 from .registry import KL_MODES
-from .relax import RelaxMessenger, discrete_counterpart, relax
-from .util import sampled_prior_kl
+from .relax import Relaxation, RelaxMessenger, discrete_counterpart
+from .util import site_kl
 
 __all__ = ["GumbelSoftmaxELBO", "KL_CHOICES", "log_prob_from_base", "score_relaxed_sites"]
 
 #: the KL terms (``analytic``, the default, and ``relaxed``)
 KL_CHOICES = KL_MODES
-
-
-def _scale_and_mask(x: torch.Tensor, site: dict) -> torch.Tensor:
-    if site["mask"] is not None:
-        x = torch.where(site["mask"], x, torch.zeros_like(x))
-    return x * site["scale"]
 
 
 def log_prob_from_base(fn: Distribution, value: torch.Tensor) -> torch.Tensor | None:
@@ -185,10 +179,16 @@ class GumbelSoftmaxELBO(Trace_ELBO):
             raise DVAEInputError(f"kl_weight must be >= 0, got {value}; pass e.g. 1.0 (the ELBO)")
         self._kl_weight = value
 
+    def _relaxation(self) -> Relaxation:
+        """How discrete latent sites are relaxed (subclasses with another estimator of the same
+        sites return theirs: :meth:`Relaxation.gumbel_rao`, :meth:`Relaxation.reinmax`)."""
+        if self.straight_through:
+            return Relaxation.straight_through(self.temperature)
+        return Relaxation.concrete(self.temperature)
+
     def _relax_handler(self) -> RelaxMessenger:
-        """The handler that swaps discrete latent sites for their relaxed counterparts
-        (subclasses with another estimator of the same sites return theirs)."""
-        return relax(temperature=self.temperature, straight_through=self.straight_through)
+        """The handler that swaps discrete latent sites for their relaxed counterparts."""
+        return RelaxMessenger(self._relaxation())
 
     def _get_trace(self, model, guide, args, kwargs):
         handler = self._relax_handler()
@@ -230,13 +230,11 @@ class GumbelSoftmaxELBO(Trace_ELBO):
             if self.kl == "analytic":
                 q = discrete_counterpart(guide_site["fn"])
                 if q is not None:
-                    p = discrete_counterpart(site["fn"])
-                    if p is not None:
-                        site_kl = kl_divergence(q, p)
-                    else:  # an autoregressive prior: KL estimated at the guide's sample
-                        site_kl = sampled_prior_kl(q, site["fn"], guide_site["value"])
-                    if site_kl is not None:
-                        kl = kl + _scale_and_mask(site_kl, guide_site).sum()
+                    p = discrete_counterpart(site["fn"])  # None: a prior that is not relaxed
+                    kl_site = site_kl(q, site["fn"] if p is None else p, guide_site["value"])
+                    if kl_site is not None:
+                        kl_site = scale_and_mask(kl_site, guide_site["scale"], guide_site["mask"])
+                        kl = kl + kl_site.sum()
                         continue
             if not guide_site["fn"].has_rsample:
                 raise DVAEInputError(

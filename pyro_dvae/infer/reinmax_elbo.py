@@ -2,62 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
-import torch
-from torch.distributions import Bernoulli, Distribution, OneHotCategorical
-
-from ..distributions.reinmax import ReinMaxBernoulli, ReinMaxOneHotCategorical
 from .gumbel_softmax_elbo import GumbelSoftmaxELBO
-from .relax import RelaxMessenger, map_leaf
+from .relax import Relaxation
 
-__all__ = ["ReinMaxELBO", "ReinMaxMessenger", "reinmax_distribution"]
-
-
-def reinmax_distribution(
-    fn: Distribution, temperature: float | torch.Tensor
-) -> Distribution | None:
-    """The ReinMax counterpart of a discrete distribution, or ``None`` if not discrete.
-
-    Handles ``OneHotCategorical`` and ``Bernoulli`` inside any nesting of ``Independent``,
-    ``ExpandedDistribution`` and ``MaskedDistribution`` (:func:`~pyro_dvae.infer.map_leaf`).
-
-    Example:
-        >>> import pyro.distributions as dist
-        >>> d = dist.Bernoulli(logits=torch.zeros(4, 8)).to_event(1)
-        >>> type(reinmax_distribution(d, 1.0).base_dist).__name__
-        'ReinMaxBernoulli'
-    """
-    return map_leaf(fn, lambda leaf: _reinmax_leaf(leaf, temperature))
-
-
-def _reinmax_leaf(fn: Distribution, temperature: float | torch.Tensor) -> Distribution | None:
-    if isinstance(fn, (ReinMaxOneHotCategorical, ReinMaxBernoulli)):
-        return fn
-    if isinstance(fn, OneHotCategorical):
-        return ReinMaxOneHotCategorical(temperature, logits=fn.logits)
-    if isinstance(fn, Bernoulli):
-        return ReinMaxBernoulli(temperature, logits=fn.logits)
-    return None
-
-
-class ReinMaxMessenger(RelaxMessenger):
-    """Like :class:`~pyro_dvae.infer.RelaxMessenger`, but discrete latent sites draw from their
-    ReinMax counterparts (the original is kept: :func:`~pyro_dvae.infer.discrete_counterpart`).
-
-    Example:
-        >>> import pyro, pyro.distributions as dist
-        >>> def model():
-        ...     return pyro.sample("z", dist.OneHotCategorical(logits=torch.zeros(3)))
-        >>> ReinMaxMessenger(1.0)(model)().sum().item()
-        1.0
-    """
-
-    def __init__(self, temperature: float | torch.Tensor, sites: Iterable[str] | None = None):
-        super().__init__(temperature, straight_through=True, sites=sites)
-
-    def _relax(self, fn: Distribution) -> Distribution | None:
-        return reinmax_distribution(fn, self.temperature)
+__all__ = ["ReinMaxELBO"]
 
 
 class ReinMaxELBO(GumbelSoftmaxELBO):
@@ -91,5 +39,5 @@ class ReinMaxELBO(GumbelSoftmaxELBO):
     def __init__(self, temperature: float = 1.0, **kwargs) -> None:
         super().__init__(temperature=temperature, kl="analytic", straight_through=True, **kwargs)
 
-    def _relax_handler(self) -> ReinMaxMessenger:
-        return ReinMaxMessenger(self.temperature)
+    def _relaxation(self) -> Relaxation:
+        return Relaxation.reinmax(self.temperature)

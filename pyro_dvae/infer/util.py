@@ -24,6 +24,7 @@ __all__ = [
     "per_datum_log_prob",
     "sample_sites",
     "sampled_prior_kl",
+    "site_kl",
 ]
 
 
@@ -202,3 +203,22 @@ def sampled_prior_kl(q: Distribution, p: Distribution, value: torch.Tensor) -> t
     except NotImplementedError:  # q does not factorize into the conditionals' units
         return None
     return kl if mask is None else torch.where(mask, kl, torch.zeros_like(kl))
+
+
+def site_kl(q: Distribution, p: Distribution, value: torch.Tensor) -> torch.Tensor | None:
+    """KL(q || p) of one latent site, the one fallback chain of every analytic-KL objective:
+    closed form where ``kl_divergence`` has a rule for the pair (one-hot categorical, Bernoulli),
+    else from each unit's KL to its prior conditional at the sample ``value`` for an
+    autoregressive prior (:func:`sampled_prior_kl`), else ``None`` (the caller then estimates
+    log q(z) - log p(z) from the sample).
+
+    Example:
+        >>> from pyro_dvae.distributions import Bernoulli
+        >>> q, p = Bernoulli(probs=torch.tensor(0.5)), Bernoulli(probs=torch.tensor(0.5))
+        >>> float(site_kl(q, p, q.sample()))
+        0.0
+    """
+    try:
+        return kl_divergence(q, p)
+    except NotImplementedError:
+        return sampled_prior_kl(q, p, value)

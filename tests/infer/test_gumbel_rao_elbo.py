@@ -20,8 +20,8 @@ from pyro_dvae.distributions.gumbel_rao import (
     gumbel_rao_straight_through,
 )
 from pyro_dvae.infer.enumerated_elbo import EnumeratedELBO
-from pyro_dvae.infer.gumbel_rao_elbo import GumbelRaoELBO, GumbelRaoMessenger
-from pyro_dvae.infer.relax import discrete_counterpart
+from pyro_dvae.infer.gumbel_rao_elbo import GumbelRaoELBO
+from pyro_dvae.infer.relax import Relaxation, RelaxMessenger, discrete_counterpart
 
 EULER = 0.5772156649015329
 CHI2_999_DF4 = 18.467  # chi-square 0.999 quantile, 4 degrees of freedom
@@ -124,7 +124,9 @@ def test_messenger_keeps_the_discrete_distribution():
             pyro.sample("z", dist.OneHotCategorical(logits=torch.zeros(2, 3)).to_event(1))
             pyro.sample("b", dist.Bernoulli(logits=torch.zeros(5)).to_event(1))
 
-    tr = pyro.poutine.trace(GumbelRaoMessenger(0.5, num_samples=3)(model)).get_trace()
+    tr = pyro.poutine.trace(
+        RelaxMessenger(Relaxation.gumbel_rao(0.5, num_samples=3))(model)
+    ).get_trace()
     assert type(tr.nodes["z"]["fn"].base_dist).__name__ == "GumbelRaoOneHotCategorical"
     assert type(tr.nodes["b"]["fn"].base_dist).__name__ == "GumbelRaoBernoulli"
     assert isinstance(discrete_counterpart(tr.nodes["z"]["fn"]).base_dist, dist.OneHotCategorical)

@@ -26,7 +26,8 @@ from pyro_dvae.infer import (
     EnumeratedELBO,
     GumbelSoftmaxELBO,
     ReinMaxELBO,
-    ReinMaxMessenger,
+    Relaxation,
+    RelaxMessenger,
     build_elbo,
     discrete_counterpart,
 )
@@ -100,7 +101,7 @@ def test_messenger_keeps_the_discrete_distribution():
             pyro.sample("z", dist.OneHotCategorical(logits=torch.zeros(2, 3)).to_event(1))
             pyro.sample("b", dist.Bernoulli(logits=torch.zeros(5)).to_event(1))
 
-    tr = pyro.poutine.trace(ReinMaxMessenger(1.0)(model)).get_trace()
+    tr = pyro.poutine.trace(RelaxMessenger(Relaxation.reinmax(1.0))(model)).get_trace()
     assert type(tr.nodes["z"]["fn"].base_dist).__name__ == "ReinMaxOneHotCategorical"
     assert type(tr.nodes["b"]["fn"].base_dist).__name__ == "ReinMaxBernoulli"
     assert isinstance(discrete_counterpart(tr.nodes["z"]["fn"]).base_dist, dist.OneHotCategorical)
