@@ -188,6 +188,27 @@ class SemiSupervisedVAE(nn.Module):
         finally:
             self.train(was_training)
 
+    @torch.no_grad()
+    def elbo_per_class(self, x: torch.Tensor, num_samples: int = 1) -> torch.Tensor:
+        """``ELBO(x, y)`` for every class ``y``, shape ``x.shape[:-1] + (classes,)``:
+        ``log p(y) + log p(z) + log p(x | y, z) - log q(z | x, y)`` averaged over
+        ``num_samples`` draws of ``z ~ q(z | x, y)``. Its argmax over ``y`` is the generative
+        model's own classification (:meth:`generative_classify`)."""
+        eye = torch.eye(self.classes, dtype=x.dtype, device=x.device)
+        y = eye.reshape((self.classes,) + (1,) * (x.dim() - 1) + (self.classes,))
+        q = self.q_z(x, y)  # batch shape (classes,) + x.shape[:-1]
+        z = q.sample((num_samples,))
+        prior = dist.Normal(x.new_zeros(()), 1.0).expand([self.z_dim]).to_event(1)
+        likelihood = dist.Bernoulli(logits=self.decoder_logits(y, z), validate_args=False)
+        log_w = prior.log_prob(z) + likelihood.to_event(1).log_prob(x) - q.log_prob(z)
+        log_w = log_w.mean(0) - torch.log(torch.tensor(float(self.classes)))
+        return log_w.movedim(0, -1)
+
+    def generative_classify(self, x: torch.Tensor, num_samples: int = 1) -> torch.Tensor:
+        """``argmax_y ELBO(x, y)``: the class under which the generative model explains ``x``
+        best (integer labels); compare with :meth:`classify`, the guide's ``q(y | x)``."""
+        return self.elbo_per_class(x, num_samples).argmax(-1)
+
     def accuracy(self, x: torch.Tensor, labels: torch.Tensor) -> float:
         """Fraction of ``x`` that :meth:`classify` assigns to ``labels`` (integer classes)."""
         return float((self.classify(x) == labels.to(torch.long)).float().mean())

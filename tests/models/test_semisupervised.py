@@ -8,7 +8,7 @@ import pyro
 import pytest
 import torch
 import torch.nn.functional as F
-from pyro.infer import TraceEnum_ELBO, config_enumerate
+from pyro.infer import Trace_ELBO, TraceEnum_ELBO, config_enumerate
 
 from pyro_dvae.infer import EnumeratedELBO, GumbelSoftmaxELBO, TorchOptimSVI
 from pyro_dvae.models import SemiSupervisedVAE
@@ -204,6 +204,26 @@ def test_entropy_weight_scales_the_entropy_of_q_y(weight):
         0.5 * (1 - weight) * entropy, rel=1e-9
     )
     assert losses[weight][1] == pytest.approx(losses[1.0][1], rel=1e-12)
+
+
+def test_elbo_per_class_is_the_labelled_elbo_of_each_class():
+    """Column c of elbo_per_class, summed over the batch, is the ELBO of the batch labelled c
+    (Monte Carlo over z on both sides)."""
+    m = make(alpha=0.0, cls=SemiSupervisedVAE)
+    x, _ = data()
+    torch.manual_seed(5)
+    per_class = m.elbo_per_class(x, num_samples=20_000)
+    assert per_class.shape == (N, C)
+    elbo = Trace_ELBO(num_particles=20_000, vectorize_particles=True, max_plate_nesting=1)
+    for c in range(C):
+        y = F.one_hot(torch.full((N,), c), C).to(F64)
+        with torch.no_grad():
+            ref = -elbo.loss(m.model, m.guide, x, y)
+        assert float(per_class[:, c].sum()) == pytest.approx(ref, abs=0.05)
+    torch.manual_seed(6)
+    expected = m.elbo_per_class(x, 3).argmax(-1)
+    torch.manual_seed(6)
+    assert torch.equal(m.generative_classify(x, 3), expected)
 
 
 @pytest.mark.filterwarnings("ignore:y")  # the enumerate annotation, unused when relaxed
