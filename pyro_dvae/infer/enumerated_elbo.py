@@ -73,7 +73,7 @@ class EnumeratedELBO(ELBO):
         self.max_configurations = max_configurations
         self.chunk_size = chunk_size
 
-    def _space(self, model, guide, args, kwargs) -> StructuredEnumeration:
+    def _space(self, model, guide, args, kwargs, single_pass=True) -> StructuredEnumeration:
         return StructuredEnumeration(
             model,
             guide,
@@ -82,6 +82,7 @@ class EnumeratedELBO(ELBO):
             guide_side=True,
             max_configurations=self.max_configurations,
             chunk_size=self.chunk_size,
+            single_pass=single_pass,
         )
 
     def _block_elbos(self, model, guide, args, kwargs):
@@ -102,7 +103,8 @@ class EnumeratedELBO(ELBO):
         Computed as the gradient of the total ELBO with respect to a per-datum weight (the
         ELBO is linear in it), so it is exactly the per-datum split of :meth:`loss`.
         """
-        space = self._space(model, guide, args, kwargs)
+        # its traces are drawn under a per-datum scale: no single pass (drawn without it)
+        space = self._space(model, guide, args, kwargs, single_pass=False)
         if space.model_enumerated:
             raise DVAEInputError(
                 "per_datum needs the discrete sites summed in the guide; sites "

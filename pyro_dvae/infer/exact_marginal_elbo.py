@@ -96,7 +96,8 @@ class ExactMarginalELBO(ELBO):
 
     def _spaces(self, model, guide, args, kwargs):
         """The model-side sum, and (if the guide is trained by KL) the guide-side one."""
-        space = self._space(model, guide, args, kwargs, guide_side=False)
+        # its guide draw is the caller's (replayed in every block): no single pass
+        space = self._space(model, guide, args, kwargs, guide_side=False, single_pass=False)
         kl_space = None
         if not space.continuous:
             if self.train_guide and space.guide_has_discrete:

@@ -55,6 +55,10 @@ __all__ = ["StructuredEnumeration"]
 
 DEFAULT_MAX_CONFIGURATIONS = 2**20
 DEFAULT_MEMORY_BUDGET = 256 * 2**20  # bytes per block for the largest per-block tensors
+# the single enumerated pass (no analysis pass) is tried for models whose plates nest at most
+# this deep and whose non-Markov discrete sites have at most this many joint configurations
+SINGLE_PASS_PLATE_NESTING = 4
+SINGLE_PASS_MAX_CONFIGURATIONS = 4096
 
 
 def leaf_distribution(fn: Distribution) -> Distribution:
@@ -167,6 +171,51 @@ class _EnumerateDiscrete(Messenger):
             msg["fn"] = _BlockSupport(fn, site.values(start, stop, len(fn.batch_shape)))
 
 
+class _NotSinglePass(Exception):
+    """The single enumerated pass does not apply: use the analysis pass."""
+
+
+class _EnumerateEveryDiscrete(Messenger):
+    """Marks every unobserved discrete site (not in ``skip``) for Pyro's parallel enumeration,
+    for the single pass; ``record`` collects every sample site's name (the guide's, so that
+    the model skips them: they are replayed).
+
+    Raises :class:`_NotSinglePass` at a site that needs the engine's own joint support (a
+    ``.to_event`` group), or inside plates nested deeper than the pass assumed, or when the
+    non-Markov sites' joint size could exceed one block; and at any discrete site when
+    ``enumerate`` is False (a model-side sum whose guide has discrete sites).
+    """
+
+    def __init__(self, skip=(), record: set | None = None, enumerate: bool = True) -> None:
+        super().__init__()
+        self.skip = skip
+        self.record = record
+        self.enumerate = enumerate
+        self.joint_size = 1
+
+    def _pyro_sample(self, msg) -> None:
+        if self.record is not None:
+            self.record.add(msg["name"])
+        if any(
+            f.dim is not None and f.dim < -SINGLE_PASS_PLATE_NESTING
+            for f in msg["cond_indep_stack"]
+        ):
+            raise _NotSinglePass
+        fn = msg["fn"]
+        if msg["is_observed"] or msg["name"] in self.skip or not _is_discrete(fn):
+            return
+        if not self.enumerate:
+            raise _NotSinglePass
+        leaf = leaf_distribution(fn)
+        if len(fn.event_shape) != len(leaf.event_shape):
+            raise _NotSinglePass
+        if msg["infer"].get("_markov_scope") is None:
+            self.joint_size *= leaf.enumerate_support(expand=False).shape[0]
+            if self.joint_size > SINGLE_PASS_MAX_CONFIGURATIONS:
+                raise _NotSinglePass
+        msg["infer"] = dict(msg["infer"] or {}, enumerate="parallel")
+
+
 class _FirstSupportValue(Messenger):
     """Gives every unobserved discrete site the first value of its support instead of a draw.
 
@@ -214,6 +263,10 @@ class StructuredEnumeration:
     :param max_configurations: refuse a coupled group with more joint configurations.
     :param chunk_size: configurations per block of the coupled group (default: from a
         memory budget of 256 MB for the per-block tensors).
+    :param single_pass: try to read the structure off the first enumerated pass (kept for the
+        first ``traces`` call) instead of a separate analysis pass. Pass False when the
+        traces will be drawn with ``guide_trace=`` (a draw of the caller's own), since the
+        single pass draws the guide's continuous sites from the global RNG.
 
     Example:
         >>> import pyro, pyro.distributions as dist
@@ -238,15 +291,55 @@ class StructuredEnumeration:
         guide_side: bool = True,
         max_configurations: int = DEFAULT_MAX_CONFIGURATIONS,
         chunk_size: int | None = None,
+        single_pass: bool = True,
     ) -> None:
         self.model = model
         self.guide = guide
         self.args = args
         self.kwargs = kwargs or {}
         self.guide_side = guide_side
-        # the analysis pass draws nothing from the global RNG: equal seeds give equal draws
-        # to this engine and to Pyro's TraceEnum_ELBO
-        # and samples no discrete site (their values only need to be valid: structure is read)
+        self._pending = None
+        if not (single_pass and self._single_pass(max_configurations, chunk_size)):
+            self._analyse(max_configurations, chunk_size)
+
+    # ---------------------------------------------------------------- analysis ----------
+    def _single_pass(self, max_configurations: int, chunk_size: int | None) -> bool:
+        """Enumerate every discrete site the way Pyro does, in one pass, and read the
+        structure off the enumerated traces; kept for the first :meth:`traces` call when the
+        plan turns out to be that single block (no ``.to_event`` group, a small coupled
+        group), so that no separate analysis pass is paid. Any other outcome (or any error,
+        which the analysis pass then reports properly) rolls the RNG back and returns False.
+        """
+        state = get_rng_state()
+        guide_names: set[str] = set()
+        guide_marker = _EnumerateEveryDiscrete(record=guide_names, enumerate=self.guide_side)
+        model_marker = _EnumerateEveryDiscrete(skip=guide_names)
+        try:
+            model_trace, guide_trace = self._enumerated_traces(
+                model_marker, guide_marker, SINGLE_PASS_PLATE_NESTING
+            )
+        except Exception:  # noqa: BLE001 - any failure: the analysis pass decides
+            set_rng_state(state)
+            return False
+        self._describe(model_trace, guide_trace if self.guide else None, max_configurations)
+        self.blocks_size = self._block_capacity(model_trace, chunk_size)
+        self._plan_blocks()
+        if self.max_plate_nesting > SINGLE_PASS_PLATE_NESTING or self.num_blocks != 1:
+            set_rng_state(state)
+            return False
+        guide_trace.pack_tensors()
+        model_trace.pack_tensors(guide_trace.plate_to_symbol)
+        self._pending = (self.blocks[0], model_trace, guide_trace)
+        return True
+
+    def _analyse(self, max_configurations: int, chunk_size: int | None) -> None:
+        """A pass without enumeration that reads the sites, plates and distributions.
+
+        It draws nothing from the global RNG (equal seeds give equal draws to this engine and
+        to Pyro's TraceEnum_ELBO) and samples no discrete site (their values only need to be
+        valid: the structure is read, not the values).
+        """
+        model, guide, args = self.model, self.guide, self.args
         with torch.no_grad(), poutine.block(hide_types=["param"]), _saved_rng():
             guide_fn = _FirstSupportValue()(BroadcastingMessenger()(guide)) if guide else None
             guide_trace = poutine.trace(guide_fn).get_trace(*args, **self.kwargs) if guide else None
@@ -402,19 +495,36 @@ class StructuredEnumeration:
         ``guide_trace``: replay the guide's sampled sites from this trace (the same continuous
         draw for every block of a model-side sum).
         """
+        if self._pending is not None and guide is None and guide_trace is None:
+            pending, self._pending = self._pending, None
+            if block is pending[0]:
+                return pending[1], pending[2]
+        model_marker = _EnumerateDiscrete(self.model_enumerated, self.coupled, block)
+        guide_marker = _EnumerateDiscrete(self.guide_enumerated, self.coupled, block)
+        model_trace, guide_trace = self._enumerated_traces(
+            model_marker, guide_marker, self.max_plate_nesting, guide, guide_trace
+        )
+        guide_trace.pack_tensors()
+        model_trace.pack_tensors(guide_trace.plate_to_symbol)
+        return model_trace, guide_trace
+
+    def _enumerated_traces(
+        self,
+        model_marker: Messenger,
+        guide_marker: Messenger,
+        nesting: int,
+        guide: Callable | None = None,
+        guide_trace=None,
+    ):
         guide = self.guide if guide is None else guide
         guide_fn = BroadcastingMessenger()(guide) if guide is not None else _empty_guide
         if guide_trace is not None:
             guide_fn = poutine.replay(guide_fn, trace=guide_trace)
-        guide_fn = _EnumerateDiscrete(self.guide_enumerated, self.coupled, block)(guide_fn)
-        guide_fn = EnumMessenger(first_available_dim=-1 - self.max_plate_nesting)(guide_fn)
-        model_fn = BroadcastingMessenger()(self.model)
-        model_fn = _EnumerateDiscrete(self.model_enumerated, self.coupled, block)(model_fn)
+        guide_fn = EnumMessenger(first_available_dim=-1 - nesting)(guide_marker(guide_fn))
+        model_fn = model_marker(BroadcastingMessenger()(self.model))
         model_fn = EnumMessenger()(model_fn)  # keeps allocating dims left of the guide's
         try:
-            model_trace, guide_trace = get_importance_trace(
-                "flat", self.max_plate_nesting, model_fn, guide_fn, self.args, self.kwargs
-            )
+            return get_importance_trace("flat", nesting, model_fn, guide_fn, self.args, self.kwargs)
         except (RuntimeError, ValueError) as error:
             first = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
             if not any(word in first for word in ("size", "shape", "dimension", "expand")):
@@ -425,9 +535,6 @@ class StructuredEnumeration:
                 f"({first}); write them so latent values broadcast over extra leading dims "
                 "(torch.broadcast_shapes and expand, not view(batch, ...) or expand(batch, ...))"
             ) from error
-        guide_trace.pack_tensors()
-        model_trace.pack_tensors(guide_trace.plate_to_symbol)
-        return model_trace, guide_trace
 
     # ---------------------------------------------------------------- model-side sums ----
     def log_marginal_terms(self, model_trace, guide_trace) -> tuple[torch.Tensor, float, object]:
