@@ -29,6 +29,12 @@ from .schedules import ConstantTemperature, ExponentialDecayTemperature, Tempera
 from .score_function_elbo import BASELINES, BaselineMessenger, NeuralBaseline, ScoreFunctionELBO
 from .structured_enumeration import StructuredEnumeration
 from .torch_optim_svi import TorchOptimSVI
+from .unordered_set_elbo import (
+    UnorderedSetELBO,
+    set_log_prob,
+    stochastic_beam_search,
+    unordered_set_weights,
+)
 from .util import sampled_prior_kl
 from .vimco_elbo import VIMCOELBO, vimco_learning_signals
 
@@ -62,6 +68,7 @@ __all__ = [
     "StructuredEnumeration",
     "TemperatureSchedule",
     "TorchOptimSVI",
+    "UnorderedSetELBO",
     "VIMCOELBO",
     "build_elbo",
     "disarm_weights",
@@ -83,5 +90,8 @@ __all__ = [
     "relax_distribution",
     "rloo_learning_signals",
     "sampled_prior_kl",
+    "set_log_prob",
+    "stochastic_beam_search",
+    "unordered_set_weights",
     "vimco_learning_signals",
 ]
