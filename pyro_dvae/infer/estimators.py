@@ -23,6 +23,7 @@ from .registry import OPTIONS, estimator_names, get_estimator, register_estimato
 from .reinmax_elbo import ReinMaxELBO
 from .rloo_elbo import RLOOELBO
 from .score_function_elbo import ScoreFunctionELBO
+from .unordered_set_elbo import UnorderedSetELBO
 from .vimco_elbo import VIMCOELBO
 
 __all__ = ["ESTIMATORS", "EXACT_ESTIMATORS", "RELAXED_ESTIMATORS", "build_elbo"]
@@ -140,6 +141,14 @@ register_estimator(
     mixed=False,
     summary="REBAR's control variate plus a learned network (Grathwohl et al. 2018)",
 )
+register_estimator(
+    "unordered-set",
+    UnorderedSetELBO,
+    options={"num_particles": "num_samples", "max_plate_nesting": "max_plate_nesting"},
+    min_particles=2,
+    mixed=False,
+    summary="k codes sampled without replacement, unordered set estimator (Kool et al. 2020)",
+)
 
 #: every registered estimator name (the built-in ones, in this order)
 ESTIMATORS = estimator_names()
@@ -175,7 +184,9 @@ def build_elbo(
     - ``rloo``: :class:`RLOOELBO` (leave-one-out baselines) with ``max(2, num_particles)``;
     - ``disarm``: :class:`DisARMELBO` with ``num_particles`` antithetic pairs;
     - ``gst``: :class:`GSTELBO` (gapped straight-through at ``temperature``);
-    - ``rebar``, ``relax``: :class:`RELAXELBO` with REBAR's or RELAX's control variate.
+    - ``rebar``, ``relax``: :class:`RELAXELBO` with REBAR's or RELAX's control variate;
+    - ``unordered-set``: :class:`UnorderedSetELBO` with ``max(2, num_particles)`` codes per datum
+      sampled without replacement.
 
     Options an estimator does not take are ignored; ``max_plate_nesting`` is passed to the
     sampling ELBOs (guessed by Pyro when ``None``).

@@ -62,7 +62,8 @@ def test_capabilities():
     assert estimator_names(exact=True) == ("enumerate", "exact")
     assert estimator_names(hard=False) == ("gumbel-softmax",)
     assert "autoregressive" not in get_estimator("gumbel-softmax").priors
-    assert [n for n in ESTIMATORS if not get_estimator(n).mixed] == ["rebar", "relax"]
+    unmixed = ["rebar", "relax", "unordered-set"]
+    assert [n for n in ESTIMATORS if not get_estimator(n).mixed] == unmixed
     assert estimator_names(option="kl") == ("gumbel-softmax", "st-gumbel")
 
 
