@@ -200,7 +200,7 @@ def test_exponential_schedule_anneals():
 
 
 def test_cosine_lr_schedule_reaches_zero(monkeypatch):
-    import pyro_dvae.training._loop as loop
+    import pyro_dvae.training.trainer as loop
 
     built, seen = {}, []
 
@@ -249,7 +249,7 @@ def _without_dropout_or_noise(model):
 def test_training_runs_in_train_mode_and_validates_in_eval_mode(monkeypatch):
     """Dropout and encoder noise act on the training steps only: the validation numbers are
     those of the same weights with both switched off."""
-    import pyro_dvae.training._loop as loop
+    import pyro_dvae.training.trainer as loop  # where the Trainer validates
     from pyro_dvae.training import evaluation
 
     modes = {"step": set(), "eval": set()}
@@ -394,18 +394,18 @@ def _nan_in_decoder_weight(svi, args):
 def _nan_in_data(monkeypatch, steps, batch_size=100, seed=0):
     """Put a real NaN into one training row of each of the batches of ``steps`` (1-based), after
     the data passed validation (as a corrupted array or a bug in a data pipeline would)."""
-    import pyro_dvae.training._loop as training  # where train() looks _load_data up
+    import pyro_dvae.training.trainer as training  # where the Trainer validates its data
 
-    real = training._load_data
+    real = training._validated
     perm = torch.randperm(1397, generator=torch.Generator().manual_seed(seed))  # first epoch
 
-    def load(config, dataset):
-        data = real(config, dataset)
+    def load(data, config):
+        data = real(data, config)
         for step in steps:
             data.train[perm[(step - 1) * batch_size], 5] = float("nan")
         return data
 
-    monkeypatch.setattr(training, "_load_data", load)
+    monkeypatch.setattr(training, "_validated", load)
 
 
 def test_nan_parameter_stops_and_keeps_checkpoint(tmp_path, monkeypatch):
@@ -630,7 +630,7 @@ def test_resume_refuses_a_malicious_checkpoint(tmp_path):
 def test_existing_run_is_not_overwritten_without_force(tmp_path):
     train(tiny(), out_dir=tmp_path, progress=False)
     before = (tmp_path / "checkpoint.pt").read_bytes()
-    with pytest.raises(DVAEInputError, match="already holds a run.*--resume.*--force"):
+    with pytest.raises(DVAEInputError, match="already holds a run.*resume=.*force=True"):
         train(tiny(seed=1), out_dir=tmp_path, progress=False)
     assert (tmp_path / "checkpoint.pt").read_bytes() == before
 

@@ -1,7 +1,9 @@
-"""Training loop: :class:`TrainConfig` and :func:`train`.
+"""Training: :class:`TrainConfig`, :class:`Trainer` and :func:`train`.
 
-:func:`train` fits a :class:`~pyro_dvae.models.DiscreteVAE` with Pyro's ``SVI`` on minibatches,
-anneals the relaxation temperature, and evaluates the held-out test set in nats per datum:
+A :class:`Trainer` holds one run (model, ELBO, optimizer, loop state, RNG) with ``step``, ``fit``,
+``evaluate``, ``save`` and ``restore``; :func:`train` fits a
+:class:`~pyro_dvae.models.DiscreteVAE` with Pyro's ``SVI`` on minibatches, anneals the
+relaxation temperature, and evaluates the held-out test set in nats per datum:
 the discrete ELBO, an importance-weighted (IWAE) estimate of ``log p(x)`` and, when the latent
 space is small enough, the exact ``log p(x)`` by enumeration.
 
@@ -14,13 +16,14 @@ Example:
 from __future__ import annotations
 
 from ..infer import ESTIMATORS, RELAXED_ESTIMATORS
-from ._checkpointing import CHECKPOINT_NAME, ResumePoint, resume_point
-from ._checkpointing import RUN_OUTPUTS as RUN_OUTPUTS
+from ..utils.checkpoint import CHECKPOINT_NAME, ResumePoint, resume_point
+from ..utils.checkpoint import RUN_OUTPUTS as RUN_OUTPUTS
 from ._config import DATASETS, LR_SCHEDULES, ON_NAN, TrainConfig
 from ._limits import MAX_LATENT_UNITS as MAX_LATENT_UNITS
 from ._limits import MAX_PARAMETERS as MAX_PARAMETERS
 from ._loop import train
 from ._signals import TrainingInterrupted
+from ._state import LoopState
 from .evaluation import RunMetrics, eval_mode, evaluate_nelbo, evaluate_nll_exact, evaluate_run
 from .semisupervised import (
     SEMISUPERVISED_ESTIMATORS,
@@ -29,12 +32,14 @@ from .semisupervised import (
     pick_labelled,
     train_semisupervised,
 )
+from .trainer import Trainer
 
 __all__ = [
     "CHECKPOINT_NAME",
     "DATASETS",
     "ESTIMATORS",
     "LR_SCHEDULES",
+    "LoopState",
     "ON_NAN",
     "RELAXED_ESTIMATORS",
     "ResumePoint",
@@ -42,6 +47,7 @@ __all__ = [
     "SEMISUPERVISED_ESTIMATORS",
     "SemiSupervisedConfig",
     "TrainConfig",
+    "Trainer",
     "TrainingInterrupted",
     "confusion_matrix",
     "eval_mode",

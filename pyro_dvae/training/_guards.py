@@ -19,7 +19,7 @@ import torch
 from ..errors import NonFiniteLossError
 from ..utils.checkpoint import fixed_seed
 from ._config import TrainConfig
-from ._state import _LoopState
+from ._state import LoopState
 
 __all__: list[str] = []
 
@@ -61,7 +61,7 @@ def _non_finite_site(svi: Any, xb: torch.Tensor, seed: int) -> str | None:
 
 
 def _guarded_step(
-    svi: Any, xb: torch.Tensor, st: _LoopState, config: TrainConfig, ckpt: Path | None
+    svi: Any, xb: torch.Tensor, st: LoopState, config: TrainConfig, ckpt: Path | None
 ) -> float:
     """One SVI step that never applies a NaN/inf loss or gradient: stop, or skip if asked."""
     headline, detail, loss = None, None, math.nan

@@ -13,7 +13,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from ._state import _LoopState
+from ._state import LoopState
 
 __all__ = ["TrainingInterrupted"]
 
@@ -67,7 +67,7 @@ class _StopSignals:
 
 
 def _interrupted(
-    signum: int, st: _LoopState, total_steps: int, ckpt: Path | None
+    signum: int, st: LoopState, total_steps: int, ckpt: Path | None
 ) -> TrainingInterrupted:
     name = signal.Signals(signum).name
     where = f"at step {st.step} of {total_steps} (epoch {st.epoch})"

@@ -1,7 +1,7 @@
-"""Where the training loop is (:class:`_LoopState`) and the RNG states saved with it.
+"""Where the training loop is: :class:`LoopState`, saved in every checkpoint.
 
 Example:
-    >>> st = _LoopState(tau=1.0)
+    >>> st = LoopState(tau=1.0)
     >>> st.step, sorted(st.history)
     (0, ['loss', 'tau', 'valid_nelbo', 'valid_step'])
 """
@@ -13,35 +13,30 @@ from typing import Any
 
 import torch
 
-from ..utils.checkpoint import rng_state, set_rng_state
-
-__all__: list[str] = []
+__all__ = ["LoopState"]
 
 
 @dataclass
-class _LoopState:
-    """Where the training loop is; everything here goes into the checkpoint."""
+class LoopState:
+    """Where the training loop is; everything here goes into the checkpoint.
+
+    :ivar tau: the current temperature of a relaxed estimator.
+    :ivar step: finished training steps.
+    :ivar epoch: the current epoch (from 1).
+    :ivar perm: this epoch's permutation of the training rows, ``None`` between epochs.
+    :ivar pos: rows of ``perm`` already used.
+    :ivar elapsed: training seconds before this process (a resumed run's earlier time).
+    :ivar history: per step ``loss`` and ``tau``, per epoch ``valid_step`` and ``valid_nelbo``.
+    :ivar skipped: the updates skipped as non-finite (``on_nan="skip"``).
+    """
 
     tau: float
     step: int = 0
     epoch: int = 0
-    perm: torch.Tensor | None = None  # this epoch's permutation, None between epochs
-    pos: int = 0  # rows of ``perm`` already used
-    elapsed: float = 0.0  # training seconds before this process
+    perm: torch.Tensor | None = None
+    pos: int = 0
+    elapsed: float = 0.0
     history: dict[str, list] = field(
         default_factory=lambda: {"loss": [], "tau": [], "valid_step": [], "valid_nelbo": []}
     )
     skipped: list[dict[str, Any]] = field(default_factory=list)
-
-
-def _all_rng_states(device: torch.device) -> dict[str, Any]:
-    state = rng_state()
-    if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    return state
-
-
-def _set_all_rng_states(state: dict[str, Any]) -> None:
-    set_rng_state(state)
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state(state["cuda"])

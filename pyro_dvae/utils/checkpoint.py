@@ -1,21 +1,36 @@
-"""Atomic, safe-to-load training checkpoints.
+"""Checkpoints, the one module: atomic, safe-to-load files, RNG states, and run directories.
 
 A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts (model
 ``state_dict``, optimizer state, step, RNG states stored as tensors, and a JSON-able config), so
 that it can be read back with ``torch.load(..., weights_only=True)``: a file carrying anything
 executable is refused instead of being run.
+
+A training run directory holds ``checkpoint.pt`` (:data:`CHECKPOINT_NAME`, written by
+:meth:`pyro_dvae.training.Trainer.save`) and, once finished, :data:`RUN_OUTPUTS`;
+:func:`resume_point` reads where such a run would continue, and the checks here refuse to resume
+it with other data (:func:`data_fingerprint`) or another configuration.
+
+Example:
+    >>> resume_point("/nonexistent")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    pyro_dvae.errors.DVAEInputError: resume=/nonexistent does not exist; ...
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import os
 import pickle
+import platform
 import random
 import tempfile
 from collections.abc import Iterator, Mapping
+from dataclasses import fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import pyro
@@ -23,21 +38,40 @@ import torch
 
 from ..errors import DVAEInputError
 
+if TYPE_CHECKING:
+    from ..training import TrainConfig
+
 __all__ = [
     "CHECKPOINT_FORMAT",
+    "CHECKPOINT_NAME",
+    "RUN_OUTPUTS",
+    "ResumePoint",
+    "check_same_data",
+    "checkpoint_file",
+    "data_fingerprint",
     "fixed_seed",
     "load_checkpoint",
+    "refuse_existing_run",
+    "resume_config",
+    "resume_point",
     "rng_state",
     "save_checkpoint",
     "set_rng_state",
+    "versions",
+    "write_json",
 ]
 
 #: the ``"format"`` entry of every checkpoint written here
 CHECKPOINT_FORMAT = "pyro-dvae-checkpoint/1"
+#: the checkpoint file of a training run directory
+CHECKPOINT_NAME = "checkpoint.pt"
+#: files of a finished run besides the checkpoint (removed when a forced new run takes over)
+RUN_OUTPUTS = ("metrics.json", "training_curve.png", "reconstructions.png", "prior_samples.png")
 
 
-def rng_state() -> dict[str, Any]:
-    """The torch, numpy and Python RNG states, as tensors (loadable with ``weights_only``).
+def rng_state(device: torch.device | None = None) -> dict[str, Any]:
+    """The torch, numpy and Python RNG states, as tensors (loadable with ``weights_only``), and
+    the CUDA one of ``device`` when it is a CUDA device.
 
     Example:
         >>> state = rng_state()
@@ -46,7 +80,7 @@ def rng_state() -> dict[str, Any]:
     """
     _, keys, pos, has_gauss, cached = np.random.get_state()
     version, internal, gauss_next = random.getstate()
-    return {
+    state = {
         "torch": torch.get_rng_state(),
         "numpy": {
             "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
@@ -60,10 +94,13 @@ def rng_state() -> dict[str, Any]:
             "gauss_next": gauss_next,
         },
     }
+    if device is not None and device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
 
 
 def set_rng_state(state: Mapping[str, Any]) -> None:
-    """Restore RNG states saved by :func:`rng_state`.
+    """Restore RNG states saved by :func:`rng_state` (CUDA's too, where saved and available).
 
     Example:
         >>> state = rng_state()
@@ -86,6 +123,8 @@ def set_rng_state(state: Mapping[str, Any]) -> None:
     py_state = state["python"]
     internal = tuple(int(v) for v in py_state["internal"].tolist())
     random.setstate((int(py_state["version"]), internal, py_state["gauss_next"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
 
 
 @contextlib.contextmanager
@@ -217,3 +256,160 @@ def load_checkpoint(
             "use the pyro-dvae version that wrote it or train again"
         )
     return data
+
+
+def versions() -> dict[str, str]:
+    """The versions of pyro-dvae, torch, pyro, numpy and Python (stored with every run).
+
+    Example:
+        >>> sorted(versions())
+        ['numpy', 'pyro', 'pyro_dvae', 'python', 'torch']
+    """
+    from importlib import metadata
+
+    try:
+        own = metadata.version("pyro-dvae")
+    except metadata.PackageNotFoundError:
+        own = "unknown"
+    return {
+        "pyro_dvae": own,
+        "torch": str(torch.__version__),
+        "pyro": str(pyro.__version__),
+        "numpy": str(np.__version__),
+        "python": platform.python_version(),
+    }
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Write ``obj`` as indented JSON to ``path`` atomically (a temporary file, then a rename)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2)
+        f.write("\n")
+    tmp.replace(path)
+
+
+def checkpoint_file(resume: str | Path) -> Path:
+    """The checkpoint of a run directory, or ``resume`` itself when it is a file."""
+    path = Path(resume)
+    if path.is_dir():
+        path = path / CHECKPOINT_NAME
+        if not path.is_file():
+            raise DVAEInputError(
+                f"resume={resume}: no {CHECKPOINT_NAME} in that directory; pass the --out "
+                "directory of a 'pyro-dvae train' run"
+            )
+    elif not path.exists():
+        raise DVAEInputError(
+            f"resume={resume} does not exist; pass the --out directory of a 'pyro-dvae train' run"
+        )
+    return path
+
+
+def resume_config(ckpt: dict, config: TrainConfig | None, path: Path) -> TrainConfig:
+    """The configuration stored in ``ckpt``; a given ``config`` must equal it (but ``data_dir``)."""
+    from ..training import TrainConfig
+
+    raw = ckpt.get("config")
+    if not isinstance(raw, dict) or not raw:
+        raise DVAEInputError(
+            f"checkpoint {path} holds no training configuration; it cannot be resumed, start "
+            "a new run"
+        )
+    try:
+        stored = TrainConfig.from_dict(raw)
+    except TypeError as e:
+        raise DVAEInputError(f"checkpoint {path} has a malformed configuration ({e})") from None
+    if config is None:
+        return stored
+    diff = [
+        f"{f.name}={getattr(config, f.name)!r} (run: {getattr(stored, f.name)!r})"
+        for f in fields(TrainConfig)
+        if f.name != "data_dir" and getattr(config, f.name) != getattr(stored, f.name)
+    ]
+    if diff:
+        raise DVAEInputError(
+            f"cannot resume {path} with a different configuration: {'; '.join(diff)}; resume "
+            "with the run's own settings or start a new run in another output directory"
+        )
+    return config
+
+
+class ResumePoint(NamedTuple):
+    """Where ``train(resume=...)`` would continue a run: its stored configuration, checkpoint
+    file and last step (for a trained model to analyse, see
+    :func:`pyro_dvae.analysis.load_run`)."""
+
+    config: TrainConfig
+    checkpoint: Path
+    step: int
+
+
+def resume_point(run: str | Path) -> ResumePoint:
+    """The stored configuration, checkpoint file and step of a run directory (or checkpoint).
+
+    Example:
+        >>> resume_point("/nonexistent")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        pyro_dvae.errors.DVAEInputError: resume=/nonexistent does not exist; ...
+    """
+    path = checkpoint_file(run)
+    ckpt = load_checkpoint(path)
+    return ResumePoint(resume_config(ckpt, None, path), path, int(ckpt.get("step", 0)))
+
+
+def refuse_existing_run(out: Path) -> None:
+    """Refuse an output directory that already holds a run (or is a file)."""
+    if out.exists() and not out.is_dir():
+        raise DVAEInputError(f"output {out} is a file, not a directory; pass a directory path")
+    found = [name for name in (CHECKPOINT_NAME, "metrics.json") if (out / name).exists()]
+    if found:
+        raise DVAEInputError(
+            f"output directory {out} already holds a run ({', '.join(found)}); continue it with "
+            f"resume='{out}', pass force=True to replace it, or choose another output directory"
+        )
+
+
+def data_fingerprint(data: Any) -> dict[str, Any]:
+    """Name, features, training rows and SHA-256 of a dataset's three splits (stored with a run
+    so that it is never resumed on other data).
+
+    Example:
+        >>> from pyro_dvae.data import load_digits
+        >>> data_fingerprint(load_digits())["data_dim"]
+        64
+    """
+    digest = hashlib.sha256()
+    for split in ("train", "valid", "test"):
+        x = getattr(data, split)
+        digest.update(str(tuple(x.shape)).encode())
+        digest.update(x.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return {
+        "name": data.name,
+        "data_dim": int(data.data_dim),
+        "num_train": int(data.train.shape[0]),
+        "sha256": digest.hexdigest(),
+    }
+
+
+def check_same_data(ckpt: dict, info: dict[str, Any], path: Path) -> None:
+    """Refuse to resume ``ckpt`` on data other than those it was trained on (``info``: their
+    :func:`data_fingerprint`)."""
+    saved = ckpt.get("data")
+    if not isinstance(saved, dict):
+        raise DVAEInputError(
+            f"checkpoint {path} does not record its training data; it cannot be resumed"
+        )
+    if saved.get("data_dim") != info["data_dim"]:
+        raise DVAEInputError(
+            f"the model in {path} was trained on data with {saved.get('data_dim')} features per "
+            f"datum, these data have {info['data_dim']}; resume with the dataset the run was "
+            "trained on"
+        )
+    if saved.get("sha256") != info["sha256"]:
+        raise DVAEInputError(
+            f"the data differ from those the run in {path} was trained on "
+            f"({saved.get('name')}, {saved.get('num_train')} training rows; now {info['name']}, "
+            f"{info['num_train']}); resume with the same dataset or start a new run"
+        )

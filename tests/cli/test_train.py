@@ -276,16 +276,16 @@ def test_force_never_loses_the_previous_checkpoint_to_a_failed_start(tmp_path, c
 
 
 def test_on_nan_skip_via_cli(tmp_path, capsys, monkeypatch):
-    import pyro_dvae.training._loop as training  # where train() looks _load_data up
+    import pyro_dvae.training.trainer as training  # where the Trainer validates its data
 
-    real = training._load_data
+    real = training._validated
 
-    def load(config, dataset):  # one NaN pixel in the data after validation
-        data = real(config, dataset)
+    def load(data, config):  # one NaN pixel in the data after validation
+        data = real(data, config)
         data.train[:, 7] = torch.where(torch.arange(1397) == 5, math.nan, data.train[:, 7])
         return data
 
-    monkeypatch.setattr(training, "_load_data", load)
+    monkeypatch.setattr(training, "_validated", load)
     out = tmp_path / "run"
     args = ["train", *TINY, "--epochs", "1", "--batch-size", "700", "--out", str(out)]
     assert main(args) == 1
