@@ -95,9 +95,9 @@ def test_validate_rejects_nan_and_inf():
     x[2, 3] = float("-inf")
     with pytest.raises(DVAEInputError, match=r"contains 2 NaN and 1 infinite value\(s\)"):
         validate_data(x)
-    # also for non-Bernoulli likelihoods
+    # also for the normal likelihood
     with pytest.raises(DVAEInputError, match="NaN"):
-        validate_data(x, likelihood="gaussian")
+        validate_data(x, likelihood="normal")
 
 
 def test_validate_rejects_non_binary_with_count_and_fix():
@@ -111,7 +111,7 @@ def test_validate_rejects_non_binary_with_count_and_fix():
 
 
 def test_validate_non_bernoulli_skips_binary_check():
-    validate_data(torch.tensor([[0.25, 3.0]]), likelihood="gaussian")
+    validate_data(torch.tensor([[0.25, 3.0]]), likelihood="normal")
 
 
 def test_validate_rejects_wrong_width():
