@@ -14,6 +14,7 @@ from typing import Any
 
 __all__ = [
     "GROUPS",
+    "SAMPLED_GROUPS",
     "TrainedRun",
     "code_usage",
     "export_run",
@@ -29,6 +30,7 @@ __all__ = [
 
 _WHERE = {
     "GROUPS": "arviz_export",
+    "SAMPLED_GROUPS": "arviz_export",
     "export_run": "arviz_export",
     "load_inference_data": "arviz_export",
     "save_inference_data": "arviz_export",

@@ -2,10 +2,10 @@
 
 A site value has shape ``batch_shape + event_shape`` (``batch_shape`` from the plates). The one
 *data plate* (the plate holding every sample site) becomes the ``observation`` dim; other plates
-keep their own names; event dims are named by role: ``latent_group`` and ``category`` for a
-one-hot categorical latent, ``latent_group`` for other latents with one event dim, and
-``data_dim`` for an observed site with one event dim. A name that is already taken with another
-size falls back to ``<site>_<role>`` so several sites never clash.
+keep their own names; event dims are named by role: ``latent_group`` for the groups of a latent
+(a one-hot categorical latent is exported as integer codes, its ``category`` dim only appears in
+its probabilities), and ``data_dim`` for an observed site with one event dim. A name that is
+already taken with another size falls back to ``<site>_<role>`` so several sites never clash.
 """
 
 from __future__ import annotations
@@ -19,12 +19,19 @@ import pyro.poutine as poutine
 import torch
 from pyro.distributions import Independent
 from pyro.distributions.torch_distribution import ExpandedDistribution, MaskedDistribution
-from torch.distributions import OneHotCategorical
+from torch.distributions import Bernoulli, OneHotCategorical, constraints
 
 from ..errors import DVAEInputError
 from ..infer.util import find_data_plates, sample_sites
 
-__all__ = ["DimNamer", "SiteInfo", "discover_sites", "leaf_distribution", "site_probs"]
+__all__ = [
+    "DimNamer",
+    "SiteInfo",
+    "discover_sites",
+    "elementwise_log_prob",
+    "leaf_distribution",
+    "site_probs",
+]
 
 OBSERVATION = "observation"
 
@@ -134,17 +141,23 @@ class DimNamer:
         info: SiteInfo,
         observed: bool,
         category: bool = False,
+        as_codes: bool = False,
     ) -> tuple[np.ndarray, list[str]]:
         """``value`` of ``site`` as an array ``[observation, ...]`` and its dim names.
 
         ``value`` has the site's ``batch_shape + event_shape`` (or broadcasts to it), plus one
         trailing ``category`` dim when ``category`` is true (the probs of an index-valued
-        ``Categorical``).
+        ``Categorical``). With ``as_codes``, a one-hot categorical value becomes its integer
+        code (the index of its 1) and loses its ``category`` dim.
         """
         fn = site["fn"]
         batch, event = tuple(fn.batch_shape), tuple(fn.event_shape)
         extra = tuple(value.shape[-1:]) if category else ()
         value = torch.broadcast_to(value, batch + event + extra)
+        one_hot = isinstance(leaf_distribution(fn), OneHotCategorical) and not observed
+        if as_codes and one_hot and event:
+            value, event = value.argmax(-1), event[:-1]
+            one_hot = False
         frames = {f.dim: f.name for f in site["cond_indep_stack"] if f.vectorized}
         names: list[str | None] = []
         for i, size in enumerate(batch):
@@ -162,7 +175,7 @@ class DimNamer:
                 f"site {site['name']!r} is outside the data plate '{info.data_plate}'; "
                 "every exported site needs one value per observation"
             )
-        names += self._event_names(site["name"], event, leaf_distribution(fn), observed)
+        names += self._event_names(site["name"], event, one_hot, observed)
         if category:
             names.append(self.claim(site["name"], "category", extra[0]))
         keep = [i for i, n in enumerate(names) if n is not None]
@@ -172,13 +185,13 @@ class DimNamer:
         order = [first] + [i for i in range(len(dims)) if i != first]
         return arr.permute(order).numpy(), [dims[i] for i in order]
 
-    def _event_names(self, site: str, event: tuple, leaf: Any, observed: bool) -> list[str]:
+    def _event_names(self, site: str, event: tuple, one_hot: bool, observed: bool) -> list[str]:
         n = len(event)
         if n == 0:
             return []
         if observed:
             roles = ["data_dim"] if n == 1 else [f"dim_{j}" for j in range(n)]
-        elif isinstance(leaf, OneHotCategorical):
+        elif one_hot:
             groups = ["latent_group"] if n == 2 else [f"group_{j}" for j in range(n - 1)]
             roles = groups + ["category"]
         else:
@@ -201,3 +214,43 @@ def site_probs(site: Mapping[str, Any]) -> tuple[torch.Tensor, bool] | None:
     extra = tuple(probs.shape[len(leaf.batch_shape) + len(leaf.event_shape) :])
     shape = tuple(fn.batch_shape) + tuple(fn.event_shape) + extra
     return torch.broadcast_to(probs, shape), bool(extra)
+
+
+def elementwise_log_prob(fn: Any, value: torch.Tensor) -> tuple[torch.Tensor, bool]:
+    """The log-density of ``value`` under a site's ``fn`` per element of the value (ArviZ's
+    pointwise convention: one log-likelihood per element of the observed data), and whether it is
+    per element.
+
+    ``Independent`` (``.to_event``) sums are undone, masks and expansions kept; a leaf with event
+    dims of its own is split into elements where it is a vector of independent Bernoulli
+    variables with ``logits`` (:class:`~pyro_dvae.distributions.BernoulliVector`,
+    :class:`~pyro_dvae.distributions.LinearBernoulliVector`). Any other leaf with event dims
+    gives its ``log_prob`` over its batch dims and ``False``.
+
+    Example:
+        >>> import pyro.distributions as dist
+        >>> d = dist.Bernoulli(logits=torch.zeros(2, 3)).to_event(1)
+        >>> lp, per_element = elementwise_log_prob(d, torch.ones(2, 3))
+        >>> tuple(lp.shape), per_element
+        ((2, 3), True)
+    """
+    if isinstance(fn, Independent):
+        return elementwise_log_prob(fn.base_dist, value)
+    if isinstance(fn, MaskedDistribution):
+        lp, per_element = elementwise_log_prob(fn.base_dist, value)
+        if fn._mask is True:
+            return lp, per_element
+        mask = torch.as_tensor(fn._mask, device=lp.device)
+        if per_element:
+            mask = mask.reshape(mask.shape + (1,) * fn.base_dist.event_dim)
+        return torch.where(mask, lp, torch.zeros_like(lp)), per_element
+    if isinstance(fn, ExpandedDistribution):
+        lp, per_element = elementwise_log_prob(fn.base_dist, value)
+        batch = tuple(fn.batch_shape) + (tuple(fn.base_dist.event_shape) if per_element else ())
+        return lp.expand(torch.broadcast_shapes(batch, lp.shape)), per_element
+    if not fn.event_shape:
+        return fn.log_prob(value), True
+    support = getattr(fn.support, "base_constraint", None)
+    if support is constraints.boolean and hasattr(fn, "logits"):
+        return Bernoulli(logits=fn.logits, validate_args=False).log_prob(value), True
+    return fn.log_prob(value), False

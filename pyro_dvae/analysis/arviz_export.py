@@ -11,33 +11,62 @@ their names are read from the traces, any number of each):
 ==================== =============================================================================
 group                variables (dims after ``chain, draw``)
 ==================== =============================================================================
-posterior            ``z`` ~ q(z|x) ``(observation, latent_group, category)``; ``z_probs``: the
-                     probabilities of q(z|x) at each draw, same dims
+posterior            ``z`` ~ q(z|x) as integer codes ``(observation, latent_group)``: the category
+                     index of a one-hot or index-valued categorical latent, 0/1 for Bernoulli
 posterior_predictive ``x`` ~ p(x|z), z from the posterior ``(observation, data_dim)``
-log_likelihood       ``x``: log p(x_i | z) per observation ``(observation,)``, in nats
-prior                ``z`` ~ p(z) and ``z_probs`` of p(z) (one chain)
-prior_predictive     ``x`` ~ p(x|z), z from the prior (one chain)
+log_likelihood       ``x``: log p(x_i | z) per element of the data ``(observation, data_dim)``, in
+                     nats (ArviZ's pointwise convention: the shape of ``observed_data.x``)
+prior                ``z`` ~ p(z), codes as in the posterior
+prior_predictive     ``x`` ~ p(x|z), z from the prior
 observed_data        ``x`` ``(observation, data_dim)``, no chain/draw
-constant_data        ``label`` ``(observation,)`` when labels are given
-sample_stats         the training trace, when a ``history`` is given: ``loss`` (nats/datum) and
+constant_data        ``z_probs``: the probabilities of q(z|x) ``(observation, latent_group,
+                     category)`` (``category`` is dropped for Bernoulli latents); ``z_prior_probs``:
+                     those of p(z); ``label`` ``(observation,)`` when labels are given; no
+                     chain/draw
+training             the training trace, when a ``history`` is given: ``loss`` (nats/datum) and
                      ``temperature`` over ``step``; ``valid_nelbo`` and ``valid_step`` over
-                     ``epoch``; chain and draw have size 1 (SVI has no per-draw statistics)
+                     ``epoch``; no chain/draw (an ArviZ group of its own: SVI has no per-draw
+                     statistics, so there is no ``sample_stats`` group)
 ==================== =============================================================================
 
+Every group with samples has the same ``chain`` and ``draw`` coordinates (the prior is drawn in
+``num_chains`` streams of ``num_prior_samples``), and every group carries the run's metadata in
+its ``attrs``. The probabilities are not in ``posterior``: q(z|x) is a function of x, the same at
+every draw, so ArviZ would report a NaN R-hat for each of its entries and plot thousands of
+point masses. Where they do vary across draws (a guide or prior whose probabilities depend on
+other sampled sites, such as the autoregressive prior), they stay in ``posterior`` / ``prior``
+as ``z_probs`` with ``chain, draw``.
+
+With these dims ``az.summary``, ``az.loo``, ``az.plot_posterior``, ``az.plot_forest``,
+``az.plot_ppc`` and ``az.plot_loo_pit(idata, y="x")`` run as on any ArviZ data; on a large
+export, select a few observations with ``coords={"observation": [0, 1]}`` for the plots
+(ArviZ draws at most ``rcParams["plot.max_subplots"]`` panels). A code that q(z|x) puts all its
+mass on is the same at every draw: ArviZ reports its R-hat and ESS as NaN, as for any constant.
+
 Chains are independent sample streams (seeded separately), not Markov chains: R-hat and ESS of
-the posterior only check the sampler's randomness. One-hot categorical latents keep their
-one-hot value, so the posterior mean of ``z`` estimates ``z_probs``; index-valued
-``Categorical`` latents have dims ``(observation, latent_group)`` and their ``z_probs`` add
-``category``; Bernoulli latents have dims ``(observation, latent_group)``. Other plates keep
-their own names. Every exported site must sit inside exactly one data plate (e.g.
-``pyro.plate("data", N)``); a model with several observed sites gets one ``log_likelihood``
-variable per site (pass ``var_name`` to ``az.loo``).
+the posterior only check the sampler's randomness. Other plates keep their own names. Every
+exported site must sit inside exactly one data plate (e.g. ``pyro.plate("data", N)``); a model
+with several observed sites gets one ``log_likelihood`` variable per site (pass ``var_name`` to
+``az.loo``). A likelihood whose elements are not independent (other than Bernoulli vectors) is
+scored per observation instead, and ``az.plot_loo_pit`` then needs a matching ``y``.
 
 On LOO/WAIC: each observation has its own latent, so the log-likelihood here is log p(x_i | z_i)
 with z_i ~ q(z_i | x_i): ``az.loo`` / ``az.waic`` run on it and summarize the in-sample
-predictive fit of the decoder given the encoder's codes (Pareto-k warnings are expected), but
-they are not held-out estimates of log p(x); use :func:`~pyro_dvae.infer.exact_log_likelihood`
-or :func:`~pyro_dvae.infer.iwae_log_likelihood` for that.
+predictive fit of the decoder given the encoder's codes, per data element (sum
+``log_likelihood["x"]`` over ``data_dim`` for one value per observation), but they are not
+held-out estimates of log p(x); use :func:`~pyro_dvae.infer.exact_log_likelihood` or
+:func:`~pyro_dvae.infer.iwae_log_likelihood` for that.
+
+Example:
+    >>> import arviz as az
+    >>> from pyro_dvae.models import DiscreteVAE
+    >>> vae = DiscreteVAE(6, "2x3", encoder_hidden=(8,))
+    >>> idata = to_inference_data(vae, None, torch.ones(4, 6), num_samples=5, num_chains=2)
+    >>> {g: dict(idata[g].sizes) for g in ("posterior", "prior", "constant_data")}
+    ... # doctest: +NORMALIZE_WHITESPACE
+    {'posterior': {'chain': 2, 'draw': 5, 'observation': 4, 'latent_group': 2},
+     'prior': {'chain': 2, 'draw': 5, 'observation': 4, 'latent_group': 2},
+     'constant_data': {'observation': 4, 'latent_group': 2, 'category': 3}}
 """
 
 from __future__ import annotations
@@ -55,17 +84,25 @@ import torch
 from ..errors import DVAEInputError
 from ..utils import rng_state, set_rng_state
 from . import _arviz_compat
-from ._sites import OBSERVATION, DimNamer, SiteInfo, discover_sites, site_probs
+from ._sites import (
+    OBSERVATION,
+    DimNamer,
+    SiteInfo,
+    discover_sites,
+    elementwise_log_prob,
+    site_probs,
+)
 
 __all__ = [
     "GROUPS",
+    "SAMPLED_GROUPS",
     "export_run",
     "load_inference_data",
     "save_inference_data",
     "to_inference_data",
 ]
 
-#: the groups written by :func:`to_inference_data` (``constant_data``/``sample_stats`` optional)
+#: the groups written by :func:`to_inference_data` (``training`` only with a ``history``)
 GROUPS = (
     "posterior",
     "posterior_predictive",
@@ -74,8 +111,10 @@ GROUPS = (
     "prior_predictive",
     "observed_data",
     "constant_data",
-    "sample_stats",
+    "training",
 )
+#: the sampled groups: all with the same ``chain`` and ``draw`` coordinates
+SAMPLED_GROUPS = GROUPS[:5]
 
 _HISTORY_VARS = {  # metrics.json history key -> (variable name, dim)
     "loss": ("loss", "step"),
@@ -136,15 +175,15 @@ class _Collector:
         self.values: dict[str, list[np.ndarray]] = {}
 
     def add_site(self, site: Mapping[str, Any], value: torch.Tensor, observed: bool) -> None:
-        arr, dims = self.namer.site_array(site, value, self.info, observed)
+        arr, dims = self.namer.site_array(site, value, self.info, observed, as_codes=True)
         self._add(site["name"], _compact(arr, site["fn"].support.is_discrete), dims)
 
-    def add_probs(self, site: Mapping[str, Any]) -> None:
+    def add_probs(self, site: Mapping[str, Any], name: str) -> None:
         found = site_probs(site)
         if found is not None:
             probs, category = found
             arr, dims = self.namer.site_array(site, probs, self.info, False, category=category)
-            self._add(f"{site['name']}_probs", arr.astype(np.float32), dims)
+            self._add(name, arr.astype(np.float32), dims)
 
     def add_array(self, name: str, arr: np.ndarray, dims: list[str]) -> None:
         self._add(name, arr, dims)
@@ -168,6 +207,7 @@ def _draw_posterior(
     kwargs: Mapping[str, Any],
     info: SiteInfo,
     posterior: _Collector,
+    probs: _Collector,
     predictive: _Collector,
     log_lik: _Collector,
 ) -> None:
@@ -178,12 +218,16 @@ def _draw_posterior(
     for name in info.latent:
         site = guide_tr.nodes[name]
         posterior.add_site(site, site["value"], observed=False)
-        posterior.add_probs(site)
+        probs.add_probs(site, f"{name}_probs")
     for name in info.observed:
         site = model_tr.nodes[name]
         predictive.add_site(site, site["value"], observed=True)
-        lp = _per_observation(site["fn"].log_prob(site["infer"]["obs"]), info)
-        log_lik.add_array(name, lp.detach().cpu().numpy().astype(np.float64), [OBSERVATION])
+        lp, per_element = elementwise_log_prob(site["fn"], site["infer"]["obs"])
+        if per_element:
+            arr, dims = log_lik.namer.site_array(site, lp, info, observed=True)
+        else:
+            arr, dims = _per_observation(lp, info).cpu().numpy(), [OBSERVATION]
+        log_lik.add_array(name, arr.astype(np.float64), dims)
 
 
 def _draw_prior(
@@ -192,6 +236,7 @@ def _draw_prior(
     kwargs: Mapping[str, Any],
     info: SiteInfo,
     prior: _Collector,
+    probs: _Collector,
     predictive: _Collector,
 ) -> None:
     model_tr = poutine.trace(poutine.uncondition(model)).get_trace(*args, **kwargs)
@@ -199,7 +244,7 @@ def _draw_prior(
         if name in model_tr.nodes:
             site = model_tr.nodes[name]
             prior.add_site(site, site["value"], observed=False)
-            prior.add_probs(site)
+            probs.add_probs(site, f"{name}_prior_probs")
     for name in info.observed:
         site = model_tr.nodes[name]
         predictive.add_site(site, site["value"], observed=True)
@@ -229,9 +274,23 @@ def _history_arrays(history: Mapping[str, Sequence[float]]) -> tuple[dict, dict,
                 f"{len(coords[dim])}; pass the history written by training"
             )
         coords[dim] = np.arange(1, seq.size + 1)
-        values[name] = seq.reshape(1, 1, -1)
+        values[name] = seq
         dims[name] = [dim]
     return values, dims, coords
+
+
+def _split_constant(
+    probs: Mapping[str, np.ndarray], dims: Mapping[str, list[str]]
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Probabilities that are the same at every chain and draw (``constant``, without those
+    dims) and those that vary (kept with them)."""
+    constant, varying = {}, {}
+    for name, arr in probs.items():
+        if np.all(arr == arr[:1, :1]):
+            constant[name] = arr[0, 0]
+        else:
+            varying[name.replace("_prior_probs", "_probs")] = arr
+    return constant, varying
 
 
 def to_inference_data(
@@ -257,11 +316,12 @@ def to_inference_data(
         Pyro model called as ``model(data, **model_kwargs)``.
     :param guide: the Pyro guide q(z|x), called like the model.
     :param data: the observations (one per element of the model's data plate).
-    :param num_samples: draws per chain; ``num_chains``: independent streams.
-    :param num_prior_samples: draws from the prior (one chain; default ``num_samples``).
+    :param num_samples: draws per chain; ``num_chains``: independent streams (posterior and
+        prior alike).
+    :param num_prior_samples: draws from the prior per chain (default ``num_samples``).
     :param labels: optional known class per observation, stored as ``constant_data.label``.
-    :param history: optional training history (``metrics.json["history"]``) for
-        ``sample_stats``.
+    :param history: optional training history (``metrics.json["history"]``) for the
+        ``training`` group.
     :param latent_sites, observed_sites: restrict the export to these sites (default: every
         unobserved guide site and every observed model site).
     :param coords: coordinate values for dims, e.g. ``{"observation": test_indices}``.
@@ -276,9 +336,14 @@ def to_inference_data(
         >>> x = torch.bernoulli(torch.full((5, 6), 0.5))
         >>> idata = to_inference_data(vae, None, x, num_samples=10, num_chains=2)
         >>> dict(idata.posterior["z"].sizes)
-        {'chain': 2, 'draw': 10, 'observation': 5, 'latent_group': 2, 'category': 3}
+        {'chain': 2, 'draw': 10, 'observation': 5, 'latent_group': 2}
+        >>> dict(idata.constant_data["z_probs"].sizes)
+        {'observation': 5, 'latent_group': 2, 'category': 3}
         >>> dict(idata.log_likelihood["x"].sizes)
-        {'chain': 2, 'draw': 10, 'observation': 5}
+        {'chain': 2, 'draw': 10, 'observation': 5, 'data_dim': 6}
+        >>> idata.posterior.attrs["latent_sites"]
+        'z'
+
     """
     model_fn, guide_fn, model_name = _resolve(model, guide)
     if not isinstance(data, torch.Tensor):
@@ -299,34 +364,41 @@ def to_inference_data(
                 pyro.set_rng_seed(_stream_seed(seed, 2))
             info = discover_sites(model_fn, guide_fn, args, kwargs, latent_sites, observed_sites)
             namer = DimNamer()
-            post, post_pred, log_lik = (_Collector(namer, info) for _ in range(3))
+            post, q_probs, post_pred, log_lik = (_Collector(namer, info) for _ in range(4))
+            prior, p_probs, prior_pred = (_Collector(namer, info) for _ in range(3))
             for chain in range(num_chains):
                 if seed is not None:
                     pyro.set_rng_seed(_stream_seed(seed, 0, chain))
                 for _ in range(num_samples):
                     _draw_posterior(
-                        model_fn, guide_fn, args, kwargs, info, post, post_pred, log_lik
+                        model_fn, guide_fn, args, kwargs, info, post, q_probs, post_pred, log_lik
                     )
-            prior, prior_pred = _Collector(namer, info), _Collector(namer, info)
-            if seed is not None:
-                pyro.set_rng_seed(_stream_seed(seed, 1))
-            for _ in range(num_prior):
-                _draw_prior(model_fn, args, kwargs, info, prior, prior_pred)
+            for chain in range(num_chains):
+                if seed is not None:
+                    pyro.set_rng_seed(_stream_seed(seed, 1, chain))
+                for _ in range(num_prior):
+                    _draw_prior(model_fn, args, kwargs, info, prior, p_probs, prior_pred)
             observed = _observed(model_fn, args, kwargs, info, namer)
     finally:
         if saved is not None:
             set_rng_state(saved)
 
+    dims = dict(namer.dims)
+    constant, q_varying = _split_constant(q_probs.stacked(num_chains), dims)
+    p_constant, p_varying = _split_constant(p_probs.stacked(num_chains), dims)
+    constant.update(p_constant)
+    for name in p_varying:
+        dims.setdefault(name, dims[name.replace("_probs", "_prior_probs")])
     groups: dict[str, dict[str, np.ndarray]] = {
-        "posterior": post.stacked(num_chains),
+        "posterior": {**post.stacked(num_chains), **q_varying},
         "posterior_predictive": post_pred.stacked(num_chains),
         "log_likelihood": log_lik.stacked(num_chains),
-        "prior": prior.stacked(1),
-        "prior_predictive": prior_pred.stacked(1),
+        "prior": {**prior.stacked(num_chains), **p_varying},
+        "prior_predictive": prior_pred.stacked(num_chains),
         "observed_data": observed,
+        "constant_data": constant,
     }
     all_coords: dict[str, Any] = {}
-    dims = dict(namer.dims)
     if labels is not None:
         label_arr = np.asarray(
             labels.detach().cpu() if isinstance(labels, torch.Tensor) else labels
@@ -336,13 +408,12 @@ def to_inference_data(
                 f"got {label_arr.shape[0]} labels for {info.num_observations} observations; "
                 "pass one label per observation"
             )
-        groups["constant_data"] = {"label": label_arr.astype(np.int64)}
+        groups["constant_data"]["label"] = label_arr.astype(np.int64)
         dims["label"] = [OBSERVATION]
+    training = None
     if history:
-        stats, stat_dims, stat_coords = _history_arrays(history)
-        groups["sample_stats"] = stats
-        dims.update(stat_dims)
-        all_coords.update(stat_coords)
+        training = _history_arrays(history)
+        all_coords.update(training[2])
     all_coords.update(coords or {})
     meta = {
         "source": "pyro_dvae.analysis.to_inference_data",
@@ -352,10 +423,16 @@ def to_inference_data(
         "data_plate": info.data_plate,
         "num_chains": num_chains,
         "num_samples": num_samples,
+        "num_prior_samples": num_prior,
         "seed": -1 if seed is None else int(seed),
     }
     meta.update({k: v for k, v in (attrs or {}).items() if v is not None})
-    return _arviz_compat.from_dict(groups, coords=all_coords, dims=dims, attrs=meta)
+    idata = _arviz_compat.from_dict(groups, coords=all_coords, dims=dims, attrs=meta)
+    if training is not None:
+        values, train_dims, train_coords = training
+        _arviz_compat.add_group(idata, "training", values, dims=train_dims, coords=train_coords)
+    _arviz_compat.set_group_attrs(idata, meta)
+    return idata
 
 
 def export_run(

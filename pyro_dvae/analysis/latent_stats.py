@@ -70,18 +70,28 @@ def posterior_probs(model: Any, x: torch.Tensor, batch_size: int = 1000) -> np.n
 
 
 def probs_from_inference_data(idata: Any, site: str = "z") -> np.ndarray:
-    """The ``<site>_probs`` of an exported posterior, averaged over chains and draws.
+    """The probabilities of q(z|x) of an export (``constant_data.<site>_probs``, or their mean
+    over chains and draws where they vary and sit in ``posterior``).
 
     Example:
         >>> probs = probs_from_inference_data(idata)  # doctest: +SKIP
     """
     name = f"{site}_probs"
-    posterior = idata.posterior
-    if name not in posterior.data_vars:
-        raise DVAEInputError(
-            f"the posterior has no {name!r}; variables are {list(posterior.data_vars)}"
-        )
-    return np.asarray(posterior[name].mean(("chain", "draw")).values, dtype=np.float64)
+    for group in ("constant_data", "posterior"):
+        data = getattr(idata, group, None) if group in _group_names(idata) else None
+        if data is not None and name in data.data_vars:
+            var = data[name]
+            sample = [d for d in ("chain", "draw") if d in var.dims]
+            return np.asarray(var.mean(sample).values if sample else var.values, np.float64)
+    raise DVAEInputError(
+        f"the export has no {name!r} in constant_data or posterior; pass the latent site name "
+        "(site=...) of a to_inference_data export"
+    )
+
+
+def _group_names(idata: Any) -> list[str]:
+    groups = idata.groups() if callable(idata.groups) else idata.groups
+    return [str(g).strip("/") for g in groups]
 
 
 def _entropy(p: np.ndarray, axis: int = -1) -> np.ndarray:

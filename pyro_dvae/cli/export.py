@@ -27,7 +27,7 @@ def register(sub: Any) -> None:
         help="export a trained run to ArviZ data (netCDF)",
         description="Sample q(z|x), p(x|z) and the prior of a trained run on a data split and "
         "write ArviZ data (posterior, posterior_predictive, log_likelihood, prior, "
-        "prior_predictive, observed_data, constant_data, sample_stats) to a netCDF file.",
+        "prior_predictive, observed_data, constant_data, training) to a netCDF file.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("run_dir", metavar="RUN_DIR", help="directory written by 'pyro-dvae train'")

@@ -5,8 +5,13 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 
 import arviz as az
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np
 import pyro
 import pyro.distributions as dist
@@ -16,6 +21,7 @@ from torch import nn
 
 from pyro_dvae.analysis import (
     GROUPS,
+    SAMPLED_GROUPS,
     export_run,
     load_inference_data,
     load_run,
@@ -66,91 +72,166 @@ def _dims(group) -> dict:
 def test_groups_dims_and_coords(idata, run):
     assert set(idata.groups()) == set(GROUPS)
     sample = ("chain", "draw")
-    code = ("observation", "latent_group", "category")
-    assert _dims(idata.posterior) == {"z": sample + code, "z_probs": sample + code}
-    assert _dims(idata.prior) == {"z": sample + code, "z_probs": sample + code}
+    code = ("observation", "latent_group")
+    assert _dims(idata.posterior) == {"z": sample + code}
+    assert _dims(idata.prior) == {"z": sample + code}
     assert _dims(idata.posterior_predictive) == {"x": sample + ("observation", "data_dim")}
     assert _dims(idata.prior_predictive) == {"x": sample + ("observation", "data_dim")}
-    assert _dims(idata.log_likelihood) == {"x": sample + ("observation",)}
+    assert _dims(idata.log_likelihood) == {"x": sample + ("observation", "data_dim")}
     assert _dims(idata.observed_data) == {"x": ("observation", "data_dim")}
-    assert _dims(idata.constant_data) == {"label": ("observation",)}
+    assert _dims(idata.constant_data) == {
+        "z_probs": code + ("category",),
+        "z_prior_probs": code + ("category",),
+        "label": ("observation",),
+    }
     assert dict(idata.posterior["z"].sizes) == {
         "chain": CHAINS,
         "draw": DRAWS,
         "observation": N_OBS,
         "latent_group": 2,
-        "category": 4,
     }
-    assert dict(idata.prior["z"].sizes)["chain"] == 1
     assert dict(idata.posterior_predictive["x"].sizes)["data_dim"] == 64
     for dim, size in [("observation", N_OBS), ("latent_group", 2), ("category", 4)]:
-        np.testing.assert_array_equal(idata.posterior[dim].values, np.arange(size))
+        np.testing.assert_array_equal(idata.constant_data[dim].values, np.arange(size))
     np.testing.assert_array_equal(idata.posterior["chain"].values, np.arange(CHAINS))
     assert idata.attrs["latent_sites"] == "z" and idata.attrs["observed_sites"] == "x"
 
 
-def test_sample_stats_hold_the_training_trace(idata, run):
+def test_every_sampled_group_has_the_posterior_chains_and_draws(idata):
+    """Issue #19 item 4: prior, prior_predictive and sample_stats had one chain against the
+    posterior's four."""
+    for group in SAMPLED_GROUPS:
+        for name, var in idata[group].data_vars.items():
+            assert var.dims[:2] == ("chain", "draw"), (group, name)
+            np.testing.assert_array_equal(var["chain"].values, np.arange(CHAINS))
+            np.testing.assert_array_equal(var["draw"].values, np.arange(DRAWS))
+    for group in ("observed_data", "constant_data", "training"):
+        for var in idata[group].data_vars.values():
+            assert "chain" not in var.dims and "draw" not in var.dims
+
+
+def test_metadata_on_every_group(idata):
+    """Issue #19 item 4: the docstring promised the metadata on every group; it reached only
+    ``idata.attrs``."""
+    for group in idata.groups():
+        attrs = idata[group].attrs
+        assert attrs["latent_sites"] == "z" and attrs["observed_sites"] == "x", group
+        assert attrs["num_chains"] == CHAINS and attrs["model"] == "DiscreteVAE", group
+
+
+def test_training_group_holds_the_training_trace(idata, run):
     hist = run.history
-    stats = idata.sample_stats
+    stats = idata.training
     assert _dims(stats) == {
-        "loss": ("chain", "draw", "step"),
-        "temperature": ("chain", "draw", "step"),
-        "valid_nelbo": ("chain", "draw", "epoch"),
-        "valid_step": ("chain", "draw", "epoch"),
+        "loss": ("step",),
+        "temperature": ("step",),
+        "valid_nelbo": ("epoch",),
+        "valid_step": ("epoch",),
     }
-    np.testing.assert_allclose(stats["loss"].values.ravel(), hist["loss"])
-    np.testing.assert_allclose(stats["temperature"].values.ravel(), hist["tau"])
-    np.testing.assert_allclose(stats["valid_nelbo"].values.ravel(), hist["valid_nelbo"])
+    np.testing.assert_allclose(stats["loss"].values, hist["loss"])
+    np.testing.assert_allclose(stats["temperature"].values, hist["tau"])
+    np.testing.assert_allclose(stats["valid_nelbo"].values, hist["valid_nelbo"])
     np.testing.assert_array_equal(stats["step"].values, np.arange(1, len(hist["loss"]) + 1))
 
 
-def test_posterior_probs_equal_q_computed_from_the_encoder(idata, run, data):
+def test_probs_equal_q_computed_from_the_encoder(idata, run, data):
     x, _ = data
     with torch.no_grad():
         q = torch.softmax(run.model.encode_logits(x), -1).numpy()
-    probs = idata.posterior["z_probs"].values
-    assert probs.shape == (CHAINS, DRAWS) + q.shape
-    np.testing.assert_allclose(probs, np.broadcast_to(q, probs.shape), rtol=1e-5, atol=1e-6)
+    probs = idata.constant_data["z_probs"].values
+    assert probs.shape == q.shape
+    np.testing.assert_allclose(probs, q, rtol=1e-5, atol=1e-6)
     # the prior probabilities are the model's: uniform 1/K
-    np.testing.assert_allclose(idata.prior["z_probs"].values, 0.25, rtol=1e-6)
+    np.testing.assert_allclose(idata.constant_data["z_prior_probs"].values, 0.25, rtol=1e-6)
 
 
-def test_samples_are_one_hot_codes_and_binary_data(idata, data):
+def test_samples_are_integer_codes_and_binary_data(idata, data):
+    """Issue #19 item 4: ``z`` was a one-hot 0/1 indicator with a ``category`` dim."""
     z = idata.posterior["z"].values
-    assert set(np.unique(z)) <= {0, 1}
-    np.testing.assert_array_equal(z.sum(-1), 1)
+    assert np.issubdtype(z.dtype, np.integer) and z.min() >= 0 and z.max() < 4
+    assert len(np.unique(z)) > 1
+    # codes follow q(z|x): the frequency of each code over all draws estimates it
+    freq = (z[..., None] == np.arange(4)).mean((0, 1))
+    np.testing.assert_allclose(freq, idata.constant_data["z_probs"].values, atol=0.25)
     assert set(np.unique(idata.posterior_predictive["x"].values)) <= {0, 1}
     np.testing.assert_array_equal(idata.observed_data["x"].values, data[0].numpy())
     np.testing.assert_array_equal(idata.constant_data["label"].values, data[1].numpy())
 
 
-def test_log_likelihood_is_log_p_x_given_each_drawn_z(idata, run, data):
+def test_log_likelihood_is_log_p_x_given_each_drawn_z_per_pixel(idata, run, data):
     x, _ = data
-    z = torch.as_tensor(idata.posterior["z"].values, dtype=torch.float32)
+    codes = torch.as_tensor(idata.posterior["z"].values, dtype=torch.long)
+    z = torch.nn.functional.one_hot(codes, 4).float()
     with torch.no_grad():
         expected = run.model.likelihood(z).log_prob(x).numpy()  # (chain, draw, observation)
-    np.testing.assert_allclose(idata.log_likelihood["x"].values, expected, rtol=1e-5, atol=1e-4)
+        logits = run.model.likelihood(z).logits
+        per_pixel = dist.Bernoulli(logits=logits).log_prob(x).numpy()
+    ll = idata.log_likelihood["x"].values
+    assert ll.shape == idata.posterior_predictive["x"].shape  # ArviZ's pointwise convention
+    np.testing.assert_allclose(ll, per_pixel, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(ll.sum(-1), expected, rtol=1e-5, atol=1e-4)
 
 
-def test_summary_loo_and_waic_run(idata):
-    summary = az.summary(idata, var_names=["z"], kind="stats")
-    assert len(summary) == N_OBS * 2 * 4
-    with pytest.warns(UserWarning):  # few draws: large Pareto k, which ArviZ reports
-        loo = az.loo(idata, pointwise=True)
-    assert np.isfinite(loo["elpd_loo"]) and loo["loo_i"].shape == (N_OBS,)
-    waic = az.waic(idata)
-    assert np.isfinite(waic["elpd_waic"])
+def _no_warnings(fn, *args, **kwargs):
+    """Run an ArviZ function with every warning turned into an error, except one that ArviZ
+    0.23 itself triggers inside every ``plot_posterior`` with matplotlib >= 3.11."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warnings.filterwarnings(
+            "ignore", message="Passing a dict or None as alias_mapping", module="arviz"
+        )
+        return fn(*args, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def run_4x8(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run_4x8")
+    cfg = TrainConfig(latent="4x8", encoder_hidden=(16,), max_steps=15, iwae_samples=10)
+    train(cfg, out_dir=out, progress=False)
+    return load_run(out)
+
+
+def test_arviz_functions_run_without_warnings(run_4x8, data):
+    """Issue #19 item 4: az.summary warned once per constant z_probs entry (NaN R-hat),
+    az.plot_loo_pit(idata, y="x") raised on the per-observation log-likelihood, and
+    az.plot_posterior / az.plot_forest drew every one-hot indicator and probability.
+
+    ArviZ's sampling defaults (4 chains of 100 draws) and a 4x8 latent: Pareto k is a property
+    of the model, and with 2x4 (16 codes) the importance weights of 400 draws tie, which
+    ArviZ reports as large k; fewer draws lower its warning threshold (0.28 at 24 draws)."""
+    x, y = data
+    idata = to_inference_data(run_4x8.model, None, x, labels=y, history=run_4x8.history)
+    small = idata.isel(observation=slice(0, 3))  # 12 codes: under ArviZ's 40-panel limit
+    summary = _no_warnings(az.summary, idata)
+    assert list(summary.index)[:2] == ["z[0, 0]", "z[0, 1]"] and len(summary) == N_OBS * 4
+    assert np.isfinite(summary["r_hat"]).all()
+    loo = _no_warnings(az.loo, idata, pointwise=True)
+    assert np.isfinite(loo["elpd_loo"]) and loo["loo_i"].shape == (N_OBS, 64)
+    assert np.isfinite(_no_warnings(az.waic, idata)["elpd_waic"])
+    try:
+        for fn, kwargs in [
+            (az.plot_loo_pit, {"y": "x"}),
+            (az.plot_posterior, {}),
+            (az.plot_forest, {}),
+            (az.plot_ppc, {"num_pp_samples": 10}),
+        ]:
+            axes = np.ravel(_no_warnings(fn, small, **kwargs))
+            width, height = axes[0].get_figure().get_size_inches() * axes[0].get_figure().dpi
+            assert width < 3000 and height < 3000, (fn.__name__, width, height)
+    finally:
+        plt.close("all")
 
 
 def test_netcdf_round_trip_preserves_values(idata, tmp_path):
     path = save_inference_data(idata, tmp_path / "run.nc")
-    back = load_inference_data(path)
+    back = _no_warnings(load_inference_data, path)  # the training group too
     assert set(back.groups()) == set(idata.groups())
     for group in idata.groups():
         for name, var in idata[group].data_vars.items():
             np.testing.assert_array_equal(back[group][name].values, var.values)
             assert back[group][name].dims == var.dims
-    assert back.attrs["latent_sites"] == "z"
+    assert back.attrs["latent_sites"] == "z" and back.posterior.attrs["latent_sites"] == "z"
+    np.testing.assert_array_equal(back.training["step"].values, idata.training["step"].values)
     with pytest.raises(DVAEInputError, match="already exists; pass --force"):
         save_inference_data(idata, path)
     save_inference_data(idata, path, overwrite=True)
@@ -199,21 +280,22 @@ def test_user_written_model_and_guide():
     model, guide, encoder, decoder = _user_model_guide()
     x = torch.bernoulli(torch.full((7, D), 0.5))
     idata = to_inference_data(model, guide, x, num_samples=6, num_chains=2)
-    assert _dims(idata.posterior) == {
-        "code": ("chain", "draw", "observation", "latent_group"),
-        "code_probs": ("chain", "draw", "observation", "latent_group", "category"),
+    assert _dims(idata.posterior) == {"code": ("chain", "draw", "observation", "latent_group")}
+    assert _dims(idata.constant_data) == {
+        "code_probs": ("observation", "latent_group", "category"),
+        "code_prior_probs": ("observation", "latent_group", "category"),
     }
     assert _dims(idata.posterior_predictive) == {"pix": ("chain", "draw", "observation", "pixels")}
     assert _dims(idata.observed_data) == {"pix": ("observation", "pixels")}
     assert idata.attrs["data_plate"] == "batch"
     with torch.no_grad():
         q = torch.softmax(encoder(x).view(-1, N_GROUPS, K), -1).numpy()
-    np.testing.assert_allclose(idata.posterior["code_probs"].values[1, 2], q, atol=1e-6)
+    np.testing.assert_allclose(idata.constant_data["code_probs"].values, q, atol=1e-6)
     codes = torch.as_tensor(idata.posterior["code"].values, dtype=torch.long)
     with torch.no_grad():
         logits = decoder(nn.functional.one_hot(codes, K).float().flatten(-2))
-        expected = dist.Bernoulli(logits=logits).log_prob(x).sum(-1).numpy()
-    np.testing.assert_allclose(idata.log_likelihood["pix"].values, expected, rtol=1e-5, atol=1e-4)
+        expected = dist.Bernoulli(logits=logits).log_prob(x).numpy()
+    np.testing.assert_allclose(idata.log_likelihood["pix"].values, expected, rtol=1e-5, atol=1e-5)
     assert az.summary(idata, var_names=["code"], kind="stats").shape[0] == 7 * N_GROUPS
     with pytest.warns(UserWarning):
         assert np.isfinite(az.loo(idata)["elpd_loo"])
@@ -226,7 +308,7 @@ def test_bernoulli_latents_and_site_selection():
     assert _dims(idata.posterior)["z"] == ("chain", "draw", "observation", "latent_group")
     with torch.no_grad():
         q = torch.sigmoid(vae.encode_logits(x)).numpy()
-    np.testing.assert_allclose(idata.posterior["z_probs"].values[0, 1], q, atol=1e-6)
+    np.testing.assert_allclose(idata.constant_data["z_probs"].values, q, atol=1e-6)
     with pytest.raises(DVAEInputError, match=r"latent site\(s\) \['w'\] not found"):
         to_inference_data(vae, None, x, latent_sites=["w"])
 
@@ -272,7 +354,7 @@ def test_export_run(run_dir):
     assert idata.constant_data["label"].shape == (5,)
     assert idata.attrs["dataset"] == "digits" and idata.attrs["image_shape"] == "8x8"
     assert math.isclose(
-        float(idata.sample_stats["loss"].values.ravel()[0]),
+        float(idata.training["loss"].values[0]),
         json.loads((run_dir / "metrics.json").read_text())["history"]["loss"][0],
     )
     with pytest.raises(DVAEInputError, match="unknown split"):

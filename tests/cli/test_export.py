@@ -21,10 +21,15 @@ def test_export_writes_netcdf(run_dir, tmp_path, capsys):
         "draw": 3,
         "observation": 6,
         "latent_group": 2,
+    }
+    assert dict(idata.prior["z"].sizes) == dict(idata.posterior["z"].sizes)
+    assert dict(idata.constant_data["z_probs"].sizes) == {
+        "observation": 6,
+        "latent_group": 2,
         "category": 4,
     }
-    assert idata.attrs["split"] == "test" and "label" in idata.constant_data
-    assert idata.sample_stats["loss"].sizes["step"] == 5
+    assert idata.posterior.attrs["split"] == "test" and "label" in idata.constant_data
+    assert idata.training["loss"].sizes["step"] == 5
 
 
 def test_export_refuses_existing_file_without_force(run_dir, tmp_path, capsys):
