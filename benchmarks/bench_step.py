@@ -2,8 +2,13 @@
 
 Same network (encoder 784-512-256, 20x10 one-hot latents, mirrored decoder, Bernoulli pixels),
 same estimator (Gumbel-softmax, temperature 1), same batch (100) and Adam, timed in one process,
-interleaved round-robin so that machine noise hits all three alike. Prints median milliseconds
-per step and the ratios; the last line is exactly ``ours/handwritten = R``.
+interleaved round-robin so that machine noise hits all alike. Variants: ``ours`` (the default
+``TorchOptimSVI``, whose step is captured once and replayed, see
+``pyro_dvae.infer.captured_step``), ``ours-eager`` (``capture="off"``: Pyro's handlers every
+step), ``handwritten`` (plain PyTorch, eager), ``handwritten-compiled`` (the same under
+``torch.compile``, with ``--compiled``: the upper anchor) and ``pyro`` (SVI + Trace_ELBO).
+Prints median milliseconds per step and the ratios; the last line is exactly
+``ours/handwritten = R``.
 
     python benchmarks/bench_step.py            # full
     python benchmarks/bench_step.py --smoke    # seconds, for the test suite
@@ -97,20 +102,32 @@ def main(args: argparse.Namespace) -> float:
     for name in ("ours", "handwritten", "pyro"):
         torch.manual_seed(0)
         nets[name] = DiscreteVAE(dim, args.latent, encoder_hidden=hidden)
-    svi_ours = TorchOptimSVI(
-        nets["ours"].model,
-        nets["ours"].guide,
-        lambda params: torch.optim.Adam(params, lr=1e-3),
-        GumbelSoftmaxELBO(temperature=args.temperature, kl=args.kl),
-    )
+    for name in ("ours-eager", "handwritten-compiled"):
+        torch.manual_seed(0)
+        nets[name] = DiscreteVAE(dim, args.latent, encoder_hidden=hidden)
+    svis = {
+        name: TorchOptimSVI(
+            nets[name].model,
+            nets[name].guide,
+            lambda params: torch.optim.Adam(params, lr=1e-3),
+            GumbelSoftmaxELBO(temperature=args.temperature, kl=args.kl),
+            capture=capture,
+        )
+        for name, capture in (("ours", "auto"), ("ours-eager", "off"))
+    }
     hand = Handwritten(nets["handwritten"], 1e-3, args.temperature, args.kl)
     model, guide = plain_pyro_model_guide(nets["pyro"], args.temperature)
     svi_pyro = SVI(model, guide, pyro.optim.Adam({"lr": 1e-3}), Trace_ELBO())
     steps = {
-        "ours": lambda: svi_ours.step(x),
+        "ours": lambda: svis["ours"].step(x),
+        "ours-eager": lambda: svis["ours-eager"].step(x),
         "handwritten": lambda: hand.step(x),
         "pyro": lambda: svi_pyro.step(x),
     }
+    if args.compiled:
+        compiled = Handwritten(nets["handwritten-compiled"], 1e-3, args.temperature, args.kl)
+        compiled.step = torch.compile(compiled.step)
+        steps["handwritten-compiled"] = lambda: compiled.step(x)
     if args.kl != "relaxed":
         del steps["pyro"]  # plain Pyro has no analytic-KL counterpart without hand-written code
     times: dict[str, list[float]] = {k: [] for k in steps}
@@ -133,6 +150,9 @@ def main(args: argparse.Namespace) -> float:
         print(f"{k:12s} {v:8.2f} ms/step  (min {min(times[k]):.2f}, max {max(times[k]):.2f})")
     if "pyro" in med:
         print(f"pyro/handwritten = {med['pyro'] / med['handwritten']:.3f}")
+    for name in ("ours-eager", "handwritten-compiled"):
+        if name in med:
+            print(f"{name}/handwritten = {med[name] / med['handwritten']:.3f}")
     ratio = med["ours"] / med["handwritten"]
     print(f"ours/handwritten = {ratio:.3f}")
     return ratio
@@ -149,6 +169,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--warmup", type=int, default=None)
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
+    p.add_argument(
+        "--compiled", action="store_true", help="add the hand-written loop under torch.compile"
+    )
     args = p.parse_args(argv)
     args.rounds = args.rounds or (2 if args.smoke else 15)
     args.steps = args.steps or (2 if args.smoke else 20)

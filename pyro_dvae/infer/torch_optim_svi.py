@@ -18,6 +18,7 @@ import torch
 from pyro.infer import ELBO
 
 from ..errors import DVAEInputError
+from .captured_step import CAPTURE_MODES, CapturedStep, supports_capture
 
 __all__ = ["TorchOptimSVI"]
 
@@ -31,6 +32,11 @@ class TorchOptimSVI:
         first step, returns a ``torch.optim.Optimizer`` (e.g. ``lambda ps: torch.optim.Adam(ps)``).
         Parameters that first appear on a later step are added as a new parameter group.
     :param loss: a Pyro :class:`~pyro.infer.ELBO` (any of this package's, or Pyro's own).
+    :param capture: ``"auto"`` (default): after the first steps, replay the ELBO's loss and
+        gradients from a captured graph of tensor operations instead of re-running Pyro's
+        effect handlers (:class:`~pyro_dvae.infer.captured_step.CapturedStep`; exact, checked
+        against eager steps) where the ELBO allows it, eagerly otherwise; ``"on"``: the same,
+        but an ELBO that does not allow it is an error; ``"off"``: always eager.
 
     Example:
         >>> import pyro, pyro.distributions as dist
@@ -54,12 +60,29 @@ class TorchOptimSVI:
         guide: Callable,
         optim_factory: Callable[[list[torch.Tensor]], torch.optim.Optimizer],
         loss: ELBO,
+        capture: str = "auto",
     ) -> None:
         if not hasattr(loss, "loss_and_grads"):
             raise DVAEInputError(
                 f"loss must be a Pyro ELBO with loss_and_grads, got {type(loss).__name__}"
             )
+        if capture not in CAPTURE_MODES:
+            raise DVAEInputError(
+                f"capture must be one of {', '.join(CAPTURE_MODES)}, got {capture!r}"
+            )
+        if capture == "on" and not supports_capture(loss):
+            raise DVAEInputError(
+                f"{type(loss).__name__} keeps state between steps, so its step cannot be "
+                "captured and replayed; use capture='auto' or 'off'"
+            )
         self.model, self.guide, self.loss = model, guide, loss
+        self.capture = capture
+        replayable = type(self)._loss_and_grads is TorchOptimSVI._loss_and_grads
+        self._captured = (
+            CapturedStep(loss, model, guide)
+            if capture != "off" and replayable and supports_capture(loss)
+            else None
+        )
         self._optim_factory = optim_factory
         self.optimizer: torch.optim.Optimizer | None = None
         self._params: dict[str, torch.Tensor] = {}  # param store name -> optimized tensor
@@ -97,6 +120,11 @@ class TorchOptimSVI:
         Follow with :meth:`apply_grads` (what :meth:`step` does) or :meth:`zero_grad` (to skip
         the update, e.g. when a gradient is not finite).
         """
+        if self._captured is not None and self.optimizer is not None and self._captured.enabled:
+            loss = self._captured.loss_and_grads(list(self._params.values()), *args, **kwargs)
+            if self._captured.param_trace is not None:
+                self._sync_params(self._captured.param_trace)
+            return loss
         with poutine.trace(param_only=True) as param_capture:
             loss = self._loss_and_grads(*args, **kwargs)
         self._sync_params(param_capture.trace)
