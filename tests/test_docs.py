@@ -56,6 +56,7 @@ def test_cli_help_fallback_lists_every_subcommand():
     assert "--estimator" in texts["pyro-dvae train"]
 
 
+@pytest.mark.slow  # a subprocess: .ci/run runs it, make test-fast skips it
 def test_docs_build_without_warnings(tmp_path):
     pytest.importorskip("sphinx")
     proc = subprocess.run(
@@ -79,5 +80,14 @@ def test_docs_build_without_warnings(tmp_path):
         timeout=600,
     )
     assert proc.returncode == 0, f"sphinx-build -W failed:\n{proc.stdout}\n{proc.stderr}"
-    assert (tmp_path / "html" / "index.html").is_file()
-    assert (tmp_path / "html" / "tutorials.html").is_file()
+    html = tmp_path / "html"
+    assert (html / "index.html").is_file()
+    # the sphinx-gallery pages: one per tutorial script, executed (figures), with downloads
+    gallery = html / "tutorials"
+    assert (gallery / "index.html").is_file()
+    for script in sorted((ROOT / "tutorials").glob("[0-9][0-9]_*.py")):
+        page = gallery / f"{script.stem}.html"
+        assert page.is_file(), f"no page for {script.name}"
+        text = page.read_text()
+        assert f"sphx_glr_{script.stem}_001.png" in text, f"{script.name}: no figure on its page"
+        assert f"{script.stem}.ipynb" in text and f"{script.stem}.py" in text

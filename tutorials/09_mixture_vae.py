@@ -1,4 +1,5 @@
 """Tutorial 9: a Gaussian-mixture VAE for unsupervised clustering: where to sum the cluster.
+=========================================================================================
 
 The model (a GMVAE), in plain Pyro syntax, for each image ``x`` in the data plate:
 

@@ -1,4 +1,5 @@
 """Tutorial 10: semi-supervised M2 with ten labels per digit: enumerated vs relaxed class.
+=======================================================================================
 
 Kingma et al.'s M2 (Semi-Supervised Learning with Deep Generative Models, NeurIPS 2014,
 arXiv:1406.5298), written inline in plain Pyro syntax. For each image ``x``:
