@@ -113,7 +113,7 @@ def test_joint_pair_refuses_a_dependent_guide():
 
 def test_variance_below_reinforce_with_the_same_evaluations():
     """Guide-gradient variance with two model evaluations per step. Measured total variance
-    over seeds 0-2: DisARM 2750-3190, RLOO with 2 samples 4030-4530, REINFORCE averaged over 2
+    over seeds 0-2: DisARM 2750-3190, RLOO with 2 samples 3790-4290, REINFORCE averaged over 2
     samples 9780-12640 (DisARM / REINFORCE 0.24-0.31)."""
 
     def guide_variance(elbo):

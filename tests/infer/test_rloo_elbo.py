@@ -80,11 +80,11 @@ def test_user_model_two_discrete_sites_in_a_plate():
 )
 def test_variance_below_plain_reinforce_with_equal_samples(model, guide, data):
     """Against REINFORCE averaged over the same K samples (no baseline): the leave-one-out
-    baseline removes most of the score term's variance. Measured total-variance ratios at
-    seed 0: 0.44 (mixture), 0.44 (user model)."""
+    baseline removes most of the score term's variance. Measured total-variance ratios over
+    seeds 0-2: 0.19-0.29 (mixture), 0.29-0.39 (user model)."""
     rloo = estimates(RLOOELBO(K), model, guide, data, NUM_CALLS).var(0).sum()
     plain = estimates(ScoreFunctionELBO(num_particles=K), model, guide, data, NUM_CALLS)
-    assert rloo < 0.75 * plain.var(0).sum()
+    assert rloo < 0.6 * plain.var(0).sum()
 
 
 def test_loss_is_minus_the_mean_sample_elbo():
