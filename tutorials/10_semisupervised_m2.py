@@ -1,91 +1,105 @@
-"""Tutorial 10: semi-supervised M2 with ten labels per digit: enumerated vs relaxed class.
-=======================================================================================
+r"""Tutorial 10: semi-supervised M2 with ten labels per digit: enumerated vs relaxed class
+========================================================================================
 
-Kingma et al.'s M2 (Semi-Supervised Learning with Deep Generative Models, NeurIPS 2014,
-arXiv:1406.5298), written inline in plain Pyro syntax. For each image ``x``:
+With a few labels and many unlabelled images, a generative model can learn from both: the
+label is a discrete latent variable that is *observed* for some images and *summed out* for the
+others. This is Kingma et al.'s M2 (Semi-Supervised Learning with Deep Generative Models,
+NeurIPS 2014, arXiv:1406.5298), written inline in plain Pyro syntax. For each image :math:`x`:
 
-* model: ``y ~ OneHotCategorical(uniform over 10 digits)``, ``z ~ Normal(0, I)``,
-  ``x | y, z ~ Bernoulli(logits=decoder([y, z])).to_event(1)``;
-* guide: ``q(y | x)``, a classifier, and ``q(z | x, y)``, a Normal from an MLP of ``[x, y]``.
+.. math::
 
-The same two functions serve both kinds of batch. A *labelled* batch passes ``y`` as data
-(``pyro.sample("y", ..., obs=y)`` in the model; the guide skips ``y``), so its ELBO is that of
-``p(x, y)``. An *unlabelled* batch leaves ``y`` latent, and that is where the estimators
-differ:
+   y \sim \mathrm{Categorical}(1/10, \dots, 1/10), \qquad z \sim \mathcal{N}(0, I), \qquad
+   x \mid y, z \sim \mathrm{Bernoulli}\big(\mathrm{decoder}([y, z])\big),
 
-* ``enumerate``: :class:`~pyro_dvae.infer.EnumeratedELBO` sums the guide's ``y`` over the ten
-  digits with weights ``q(y | x)``, and samples ``z`` once per digit (``q(z | x, y)`` is a
-  different Normal for each); exact in ``y``, ten encoder and decoder passes per image;
-* ``gumbel``: :class:`~pyro_dvae.infer.GumbelSoftmaxELBO` at ``tau = --temperature``, one
-  relaxed ``y`` per image and the exact discrete ``KL(q(y | x) || p(y))``: one pass, biased;
-* ``labels-only`` (the baseline): unlabelled batches skipped, so the classifier learns from
-  the hundred labels alone; what the unlabelled images should improve on.
-
-**The classification term is a** ``pyro.factor`` **in the model.** The ELBO of ``p(x, y)`` on
-labelled data does not involve ``q(y | x)`` at all, so, as in Kingma et al., a term
-``alpha * log q(y | x)`` is added for labelled images. Every Pyro ELBO (and every ELBO here)
-computes ``E_q[log p(model trace) - log q(guide trace)]``: a ``pyro.factor`` in the *guide* is
-an observed site of the guide and counts as part of ``log q``, so it would be *subtracted*
-and training would push the classifier *away* from the labels. Placed in the model it is
-added, as the objective wants (Pyro's own SS-VAE example does the same). It sits under the
-labelled batch's ``poutine.scale``, so it is divided by that weight to stay ``alpha`` per
-labelled example.
-
-Each step takes one unlabelled batch and one batch drawn (with replacement) from the labelled
-images; the labelled ELBO is weighted by labels / training images, so that every image counts
-about once per epoch, as in Kingma et al.'s objective. Reported per estimator: test accuracy of
-``argmax q(y | x)``, test ``-ELBO`` with ``y`` unobserved (``EnumeratedELBO``, the common
-yardstick, ``z`` averaged over ``--eval-particles`` draws; nats per image) and seconds per
-epoch (median; training only). With ``--out DIR`` it saves ``10_semisupervised_m2.png``: the
-test-accuracy curves, and for the enumerated run each digit decoded at the same ``z``
-(style fixed, class varied).
-
-Measured at the defaults (100 labels, 100 epochs, seed 0; 53 s in all on two CPU cores):
-
-=========== ============= ========== =======
-estimator   test accuracy test -ELBO s/epoch
-=========== ============= ========== =======
-enumerate   83.5%         23.51      0.29
-gumbel      80.5%         23.92      0.11
-labels-only 75.5%         27.99      0.08
-=========== ============= ========== =======
-
-Over seeds 0, 1, 2: 83.5 / 82.0 / 81.5% (enumerate), 80.5 / 81.5 / 79.5% (gumbel) and
-75.5 / 76.0 / 77.5% (labels-only). The unlabelled images add four to eight points over the
-hundred labels alone when ``y`` is summed, two to six when it is relaxed; the exact sum is
-ahead of the relaxed ``y`` by 0.5 to 3 points and 0.4 nats, at about 2.5 times the cost per
-epoch (ten decoder passes per unlabelled image instead of one). Accuracy is noisy at 200 test
-images (one image is 0.5%). For MNIST with 100 labels, see ``benchmarks/m2_semisupervised.py``;
-the same model and guide, packaged with options (batch norm, classification helpers), is
-:class:`pyro_dvae.models.SemiSupervisedVAE`.
-
-Run ``python tutorials/10_semisupervised_m2.py`` (``CI=1`` for a seconds-long smoke run).
+with a guide :math:`q(y \mid x)`, a classifier, and :math:`q(z \mid x, y)`, a Normal from an MLP
+of :math:`[x, y]`. The class :math:`y` and the style :math:`z` are separate latents, so the
+trained decoder can draw any digit in any style. This tutorial trains it on the embedded digits
+with 100 labels, summing or relaxing :math:`y` on the unlabelled images, against a classifier
+trained on the labels alone.
 """
 
-from __future__ import annotations
+# %%
+# Setup
+# -----
+# Sizes are command-line options (``--help``); ``CI`` set shrinks them (smoke mode: 2 epochs of
+# a tiny network, so the accuracies below are near chance when this page is built with ``CI``
+# set; the table at the end gives the full-size numbers).
 
 import argparse
 import os
+import runpy
 import statistics
+import sys
 import time
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro import poutine
+from torch import nn
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pyro  # noqa: E402
-import pyro.distributions as dist  # noqa: E402
-import torch  # noqa: E402
-from pyro import poutine  # noqa: E402
-from torch import nn  # noqa: E402
+from pyro_dvae.data import load_digits
+from pyro_dvae.infer import EnumeratedELBO, GumbelSoftmaxELBO, TorchOptimSVI
 
-from pyro_dvae.data import load_digits  # noqa: E402
-from pyro_dvae.infer import EnumeratedELBO, GumbelSoftmaxELBO, TorchOptimSVI  # noqa: E402
-
+if "ipykernel" not in sys.modules:  # a notebook keeps its inline figures
+    plt.switch_backend("Agg")
 smoke_test = "CI" in os.environ
 
 ESTIMATORS = ("enumerate", "gumbel", "labels-only")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description="Tutorial 10: semi-supervised M2.")
+    p.add_argument("--out", default="runs/tutorials/10_semisupervised_m2", help="'' for none")
+    p.add_argument("--estimators", nargs="+", choices=ESTIMATORS, default=list(ESTIMATORS))
+    p.add_argument("--per-class", type=int, default=10, help="labelled images per digit")
+    p.add_argument("--z-dim", type=int, default=16 if not smoke_test else 2)
+    p.add_argument("--hidden", type=int, default=256 if not smoke_test else 16)
+    p.add_argument("--alpha", type=float, default=1.0, help="weight of log q(y|x) per label")
+    p.add_argument("--epochs", type=int, default=100 if not smoke_test else 2)
+    p.add_argument("--batch-size", type=int, default=100)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--temperature", type=float, default=0.5, help="Gumbel-softmax tau")
+    p.add_argument("--eval-particles", type=int, default=20 if not smoke_test else 2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=torch.get_num_threads())
+    p.add_argument("--log-every", type=int, default=0, help="print test accuracy every N epochs")
+    return p.parse_known_args(argv)[0]  # known: a notebook kernel passes its own flags
+
+
+def save(fig, name: str) -> None:
+    """Save a figure under ``--out`` (on the documentation page it appears below the cell)."""
+    fig.tight_layout()
+    if args.out:
+        fig.savefig(Path(args.out) / f"{name}.png", dpi=100)
+
+
+if __name__ == "__main__":  # a script, a notebook or a documentation page; main(args) below
+    args = parse_args()
+if args.out:
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+torch.set_num_threads(args.threads)
+pyro.enable_validation(False)  # shape checks cost a good share of a step at this size
+data = load_digits()
+
+# %%
+# One model and guide for both kinds of batch
+# -------------------------------------------
+# The same two functions serve both kinds of batch. A *labelled* batch passes :math:`y` as data
+# (``pyro.sample("y", ..., obs=y)`` in the model; the guide skips :math:`y`), so its ELBO is that
+# of :math:`p(x, y)`. An *unlabelled* batch leaves :math:`y` latent.
+#
+# **The classification term is a** ``pyro.factor`` **in the model.** The ELBO of :math:`p(x, y)`
+# on labelled data does not involve :math:`q(y \mid x)` at all, so, as in Kingma et al., a term
+# :math:`\alpha \log q(y \mid x)` is added for labelled images. Every Pyro ELBO (and every ELBO
+# here) computes :math:`\mathbb{E}_q[\log p(\text{model trace}) - \log q(\text{guide
+# trace})]`: a ``pyro.factor`` in the *guide* is an observed site of the guide and counts as part
+# of :math:`\log q`, so it would be *subtracted* and training would push the classifier *away*
+# from the labels. Placed in the model it is added, as the objective wants (Pyro's own SS-VAE
+# example does the same). It sits under the labelled batch's ``poutine.scale``, so it is divided
+# by that weight to stay :math:`\alpha` per labelled example.
 
 
 def mlp(sizes: list[int]) -> nn.Sequential:
@@ -138,6 +152,31 @@ class M2(nn.Module):
         return float((self.classifier(x).argmax(-1) == labels).float().mean())
 
 
+# %%
+# Enumerated, relaxed, or labels only
+# -----------------------------------
+# On unlabelled batches the estimators differ:
+#
+# * ``enumerate``: :class:`~pyro_dvae.infer.EnumeratedELBO` sums the guide's :math:`y` over the
+#   ten digits with weights :math:`q(y \mid x)`, and samples :math:`z` once per digit
+#   (:math:`q(z \mid x, y)` is a different Normal for each):
+#
+#   .. math:: \sum_{y} q(y \mid x) \Big(\mathbb{E}_{q(z \mid x, y)}\big[\log p(x, y, z) -
+#      \log q(z \mid x, y)\big] - \log q(y \mid x)\Big),
+#
+#   exact in :math:`y`, ten encoder and decoder passes per image;
+# * ``gumbel``: :class:`~pyro_dvae.infer.GumbelSoftmaxELBO` at :math:`\tau` = ``--temperature``,
+#   one relaxed :math:`y` per image and the exact discrete :math:`\mathrm{KL}(q(y \mid x) \,\|\,
+#   p(y))`: one pass, biased;
+# * ``labels-only`` (the baseline): unlabelled batches skipped, so the classifier learns from the
+#   hundred labels alone; what the unlabelled images should improve on.
+#
+# Each step takes one unlabelled batch and one batch drawn (with replacement) from the labelled
+# images; the labelled ELBO is weighted by labels / training images, so that every image counts
+# about once per epoch, as in Kingma et al.'s objective. The test accuracy of
+# :math:`\operatorname{argmax}_y q(y \mid x)` is recorded after every epoch.
+
+
 def labelled_subset(labels: torch.Tensor, per_class: int) -> torch.Tensor:
     """Indices of the first ``per_class`` training images of each digit."""
     return torch.cat([torch.nonzero(labels == c).flatten()[:per_class] for c in range(10)])
@@ -187,6 +226,41 @@ def run(name: str, data, args: argparse.Namespace) -> dict:
     }
 
 
+print(
+    f"M2 on the embedded digits: {10 * args.per_class} labelled of {data.num_train} "
+    f"training images, {len(data.test)} test; z {args.z_dim}-d, hidden {args.hidden}, "
+    f"alpha {args.alpha:g}, {args.epochs} epochs, seed {args.seed}"
+)
+rows = []
+for name in args.estimators:
+    rows.append(run(name, data, args))
+    print(f"  trained {name}")
+
+# %%
+# Results
+# -------
+# Per estimator: the test accuracy of :math:`\operatorname{argmax}_y q(y \mid x)`, the test
+# :math:`-\mathrm{ELBO}` with :math:`y` unobserved (``EnumeratedELBO``, the common yardstick,
+# :math:`z` averaged over ``--eval-particles`` draws; nats per image) and the seconds per epoch
+# (median; training only).
+
+print(
+    f"test -ELBO: EnumeratedELBO with y unobserved (z averaged over {args.eval_particles}"
+    " draws), nats/image; accuracy: argmax q(y | x) on the test set"
+)
+print(f"{'estimator':>12} {'test acc.':>10} {'test -ELBO':>11} {'s/epoch':>8} {'train s':>8}")
+for r in rows:
+    print(
+        f"{r['estimator']:>12} {100 * r['test_accuracy']:9.1f}% {r['test_nelbo']:11.2f} "
+        f"{r['seconds_per_epoch']:8.3f} {r['train_seconds']:8.1f}"
+    )
+
+# %%
+# Left, the test accuracy during training. Right, for the enumerated run, each digit decoded at
+# the same :math:`z`: the class varies along a row, the style (one draw of :math:`z` per row)
+# stays fixed.
+
+
 def tile(images: torch.Tensor) -> torch.Tensor:
     """``[rows, cols, h, w]`` images as one ``[rows * (h + 1), cols * (w + 1)]`` picture, a
     blank line after each image."""
@@ -195,7 +269,7 @@ def tile(images: torch.Tensor) -> torch.Tensor:
     return padded.permute(0, 2, 1, 3).reshape(rows * (h + 1), cols * (w + 1))
 
 
-def plot(rows: list[dict], args: argparse.Namespace, path: Path) -> None:
+def plot(rows: list[dict], args: argparse.Namespace):
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), gridspec_kw={"width_ratios": [1.4, 1]})
     ax = axes[0]
     for r in rows:
@@ -217,60 +291,44 @@ def plot(rows: list[dict], args: argparse.Namespace, path: Path) -> None:
     ax.set_xticklabels(range(10))
     ax.set_yticks([])
     ax.set_title(f"{r['estimator']}: digit y varied (columns), z fixed (rows)", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    return fig
 
 
-def main(args: argparse.Namespace) -> list[dict]:
-    torch.set_num_threads(args.threads)
-    pyro.enable_validation(False)  # shape checks cost a good share of a step at this size
-    data = load_digits()
-    print(
-        f"M2 on the embedded digits: {10 * args.per_class} labelled of {data.num_train} "
-        f"training images, {len(data.test)} test; z {args.z_dim}-d, hidden {args.hidden}, "
-        f"alpha {args.alpha:g}, {args.epochs} epochs, seed {args.seed}"
-    )
-    rows = []
-    for name in args.estimators:
-        rows.append(run(name, data, args))
-        print(f"  trained {name}")
-    print(
-        f"\ntest -ELBO: EnumeratedELBO with y unobserved (z averaged over {args.eval_particles}"
-        " draws), nats/image; accuracy: argmax q(y | x) on the test set"
-    )
-    print(f"{'estimator':>12} {'test acc.':>10} {'test -ELBO':>11} {'s/epoch':>8} {'train s':>8}")
-    for r in rows:
-        print(
-            f"{r['estimator']:>12} {100 * r['test_accuracy']:9.1f}% {r['test_nelbo']:11.2f} "
-            f"{r['seconds_per_epoch']:8.3f} {r['train_seconds']:8.1f}"
-        )
+if rows:
+    save(plot(rows, args), "10_semisupervised_m2")
     if args.out:
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        plot(rows, args, out / "10_semisupervised_m2.png")
-        print(f"\nwrote {out / '10_semisupervised_m2.png'}")
-    return rows
+        print(f"figure: {Path(args.out) / '10_semisupervised_m2.png'}")
+
+# %%
+# At full size
+# ------------
+# Measured at the defaults (100 labels, 100 epochs, seed 0; 53 s in all on two CPU cores):
+#
+# =========== ============= ========== =======
+# estimator   test accuracy test -ELBO s/epoch
+# =========== ============= ========== =======
+# enumerate   83.5%         23.51      0.29
+# gumbel      80.5%         23.92      0.11
+# labels-only 75.5%         27.99      0.08
+# =========== ============= ========== =======
+#
+# Over seeds 0, 1, 2: 83.5 / 82.0 / 81.5% (enumerate), 80.5 / 81.5 / 79.5% (gumbel) and
+# 75.5 / 76.0 / 77.5% (labels-only). The unlabelled images add four to eight points over the
+# hundred labels alone when :math:`y` is summed, two to six when it is relaxed; the exact sum is
+# ahead of the relaxed :math:`y` by 0.5 to 3 points and 0.4 nats, at about 2.5 times the cost per
+# epoch (ten decoder passes per unlabelled image instead of one). Accuracy is noisy at 200 test
+# images (one image is 0.5%). For MNIST with 100 labels, see ``benchmarks/m2_semisupervised.py``;
+# the same model and guide, packaged with options (batch norm, classification helpers), is
+# :class:`pyro_dvae.models.SemiSupervisedVAE`.
+
+# %%
+# Running it from Python
+# ----------------------
+# ``python tutorials/10_semisupervised_m2.py --help`` lists the options (``--out ''`` for no
+# figure). From Python, ``main(args)`` runs this file with the given arguments and returns its
+# variables (``rows``: one dict per estimator, ...).
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--out", default="runs/tutorials/10_semisupervised_m2", help="'' for none")
-    p.add_argument("--estimators", nargs="+", choices=ESTIMATORS, default=list(ESTIMATORS))
-    p.add_argument("--per-class", type=int, default=10, help="labelled images per digit")
-    p.add_argument("--z-dim", type=int, default=16 if not smoke_test else 2)
-    p.add_argument("--hidden", type=int, default=256 if not smoke_test else 16)
-    p.add_argument("--alpha", type=float, default=1.0, help="weight of log q(y|x) per label")
-    p.add_argument("--epochs", type=int, default=100 if not smoke_test else 2)
-    p.add_argument("--batch-size", type=int, default=100)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--temperature", type=float, default=0.5, help="Gumbel-softmax tau")
-    p.add_argument("--eval-particles", type=int, default=20 if not smoke_test else 2)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=torch.get_num_threads())
-    p.add_argument("--log-every", type=int, default=0, help="print test accuracy every N epochs")
-    return p.parse_args(argv)
-
-
-if __name__ == "__main__":
-    main(parse_args())
+def main(args: argparse.Namespace) -> dict:
+    """Run this tutorial with ``args`` (as from :func:`parse_args`); returns its variables."""
+    return runpy.run_path(__file__, init_globals={"args": args})
