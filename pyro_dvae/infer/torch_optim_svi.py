@@ -169,10 +169,13 @@ class TorchOptimSVI:
             return {}
         names = {id(p): n for n, p in self._params.items()}
         groups = self.optimizer.param_groups
-        return {
+        state = {
             "optimizer": self.optimizer.state_dict(),
             "param_names": [[names[id(p)] for p in g["params"]] for g in groups],
         }
+        if self._captured is not None:
+            state["capture"] = self._captured.state_dict()
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         """Restore :meth:`state_dict` before the next step (for resuming a run).
@@ -204,6 +207,8 @@ class TorchOptimSVI:
                 self.optimizer = self._optim_factory(params)
             else:
                 self.optimizer.add_param_group({"params": params})
+        if self._captured is not None:
+            self._captured.load_state_dict(state.get("capture", {}))
         try:
             self.optimizer.load_state_dict(state["optimizer"])
         except (ValueError, KeyError, RuntimeError) as e:
