@@ -40,6 +40,7 @@ WORKER = textwrap.dedent(
 )
 
 
+@pytest.mark.slow  # a subprocess: .ci/run runs it, make test-fast skips it
 @pytest.mark.parametrize("estimator", ["exact", "enumerate"])
 def test_two_process_gradient_equals_one_process(tmp_path, estimator):
     script = tmp_path / "worker.py"

@@ -52,6 +52,7 @@ def test_tutorial_structure(name):
     assert "argparse.ArgumentParser" in source and '"--out"' in source
 
 
+@pytest.mark.slow  # a subprocess: .ci/run runs it, make test-fast skips it
 @pytest.mark.parametrize("name", TUTORIALS)
 def test_tutorial_smoke(name, tmp_path):
     env = dict(os.environ, CI="1", MPLBACKEND="Agg", PYTHONDONTWRITEBYTECODE="1")

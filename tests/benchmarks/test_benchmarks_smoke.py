@@ -39,6 +39,7 @@ def _run(name: str, *extra: str) -> str:
     return out.stdout
 
 
+@pytest.mark.slow  # a subprocess: .ci/run runs it, make test-fast skips it
 def test_bench_step_last_line_is_the_ratio():
     last = _run("bench_step.py").strip().splitlines()[-1]
     assert re.fullmatch(r"ours/handwritten = \d+\.\d+", last), last
@@ -49,6 +50,7 @@ def bench_exact_output() -> str:
     return _run("bench_exact.py")
 
 
+@pytest.mark.slow  # a subprocess: .ci/run runs it, make test-fast skips it
 @pytest.mark.parametrize("latent", ["2x4", "6b"])
 def test_bench_exact_agrees_with_pyro(bench_exact_output, latent):
     text = bench_exact_output
@@ -57,6 +59,7 @@ def test_bench_exact_agrees_with_pyro(bench_exact_output, latent):
     assert diff < 1e-4, row  # ours and Pyro's enumeration give the same log p(x)
 
 
+@pytest.mark.slow  # a subprocess: .ci/run runs it, make test-fast skips it
 @pytest.mark.parametrize("case", ["hmm-T10", "mix-K3-P20"])
 def test_bench_exact_structured_rows(bench_exact_output, case):
     text = bench_exact_output
@@ -69,6 +72,7 @@ def test_bench_exact_structured_rows(bench_exact_output, case):
     assert ours_err < 1e-3 and pyro_err < 1e-3, row  # both match the float64 reference
 
 
+@pytest.mark.slow  # a subprocess: .ci/run runs it, make test-fast skips it
 def test_mnist_paper_smoke_writes_its_table(tmp_path):
     text = _run("mnist_paper.py", "--out", str(tmp_path), "--set", "kl_warmup=5")
     rows = [
@@ -81,6 +85,7 @@ def test_mnist_paper_smoke_writes_its_table(tmp_path):
     assert (tmp_path / "results.md").read_text().strip() == text.strip()
 
 
+@pytest.mark.slow  # a subprocess: .ci/run runs it, make test-fast skips it
 def test_m2_smoke_reports_every_estimator(tmp_path):
     out = tmp_path / "m2.json"
     text = _run("m2_semisupervised.py", "--epochs", "2", "--log-every", "1", "--json", str(out))
@@ -93,6 +98,7 @@ def test_m2_smoke_reports_every_estimator(tmp_path):
         assert r["accuracy_curve"][-1][1] == r["test_accuracy"]
 
 
+@pytest.mark.slow  # a subprocess: .ci/run runs it, make test-fast skips it
 def test_m2_smoke_labels_only_baseline_has_no_speedup():
     text = _run("m2_semisupervised.py", "--epochs", "1", "--estimators", "enumerate", "labels-only")
     rows = {
@@ -102,6 +108,7 @@ def test_m2_smoke_labels_only_baseline_has_no_speedup():
     assert rows["labels-only"][4].strip() == "-" and rows["enumerate"][4].strip() == "1.00x"
 
 
+@pytest.mark.slow  # a subprocess: .ci/run runs it, make test-fast skips it
 def test_mixed_enumeration_equals_trace_enum():
     text = _run("bench_mixed_enumeration.py")
     pairs = re.findall(r"loss ours (\S+)  pyro (\S+)", text)

@@ -79,6 +79,7 @@ def test_refuses_non_empty_out(tmp_path, capsys):
     assert "not empty" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # a subprocess: .ci/run runs it, make test-fast skips it
 def test_compare_over_two_processes_matches_one(tmp_path):
     """Runs dealt out to 2 torchrun ranks give the numbers of the 1-process comparison."""
     import os

@@ -159,6 +159,7 @@ def _run_module(*args: str, cwd: Path, **extra_env: str) -> subprocess.Completed
     )
 
 
+@pytest.mark.slow  # a subprocess: .ci/run runs it, make test-fast skips it
 def test_python_dash_m_end_to_end(tmp_path):
     proc = _run_module("train", *TINY, "--out", "out", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
@@ -167,6 +168,7 @@ def test_python_dash_m_end_to_end(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow  # a subprocess: .ci/run runs it, make test-fast skips it
 def test_python_dash_m_bad_input(tmp_path):
     proc = _run_module("train", "--latent", "abc", cwd=tmp_path)
     assert proc.returncode == 2
@@ -174,6 +176,7 @@ def test_python_dash_m_bad_input(tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.slow  # a subprocess: .ci/run runs it, make test-fast skips it
 @pytest.mark.parametrize("status", [0, 2])
 def test_torchrun_rank_exits_with_its_status_and_flushed_output(tmp_path, status):
     """Under torchrun (WORLD_SIZE set; 1 here, so no process group) ``python -m pyro_dvae``

@@ -78,6 +78,7 @@ def _metrics(run: Path) -> dict:
     return {k: v for k, v in m.items() if k not in TIMING_KEYS}
 
 
+@pytest.mark.slow  # a subprocess: .ci/run runs it, make test-fast skips it
 def test_sigint_then_sigkill_then_resume_equals_uninterrupted(tmp_path, capsys):
     # Ctrl-C: the step in progress finishes, a checkpoint is saved, exit 130 with one line
     proc = _slow_child("train", *RUN, "--out", "run", cwd=tmp_path)

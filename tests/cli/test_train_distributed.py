@@ -30,6 +30,7 @@ def _train(out, *extra: str) -> dict:
     return json.loads((out / "metrics.json").read_text())
 
 
+@pytest.mark.slow  # a subprocess: .ci/run runs it, make test-fast skips it
 @pytest.mark.parametrize("estimator", ["exact"])
 def test_two_processes_match_one(tmp_path, estimator):
     one = _train(tmp_path / "one", "--estimator", estimator)
