@@ -52,8 +52,40 @@ class Handwritten:
         score = (score - score.logsumexp(-1, keepdim=True)).sum(-1)
         return score + math.lgamma(k) + (k - 1) * math.log(tau) - log_y.sum(-1)
 
+    def _bernoulli_terms(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Reconstruction and KL for ``N`` Bernoulli latents (relaxed Bernoulli samples)."""
+        vae, tau = self.vae, self.tau
+        logits = vae.encode_logits(x)
+        u = torch.rand_like(logits).clamp(1e-6, 1 - 1e-6)
+        s = (logits + torch.log(u) - torch.log1p(-u)) / tau  # logit of the relaxed sample
+        y = torch.sigmoid(s)
+        rec = -F.binary_cross_entropy_with_logits(vae.decode(y), x, reduction="none").sum(-1)
+        prior = vae.prior_logits.expand_as(logits)
+        if self.kl == "relaxed":  # log-densities of the relaxed (BinConcrete) sample, logit space
+            kl = (self._log_bin_concrete(logits, s) - self._log_bin_concrete(prior, s)).sum(-1)
+        else:
+            q, log_q, log_1q = torch.sigmoid(logits), F.logsigmoid(logits), F.logsigmoid(-logits)
+            kl = q * (log_q - F.logsigmoid(prior)) + (1 - q) * (log_1q - F.logsigmoid(-prior))
+            kl = kl.sum(-1)
+        return rec, kl
+
+    def _log_bin_concrete(self, logits, s):
+        # density of y = sigmoid(s) under BinConcrete(logits, tau), with log y and log(1 - y)
+        # taken from the logit s
+        tau = self.tau
+        log_y, log_1y = -F.softplus(-s), -F.softplus(s)
+        norm = torch.logaddexp(logits - tau * log_y, -tau * log_1y)
+        return math.log(tau) + logits - (tau + 1) * (log_y + log_1y) - 2 * norm
+
     def step(self, x: torch.Tensor) -> float:
         vae = self.vae
+        if vae.latent.kind != "categorical":
+            rec, kl = self._bernoulli_terms(x)
+            loss = -(rec - kl).sum()
+            self.opt.zero_grad()
+            loss.backward()
+            self.opt.step()
+            return float(loss.detach())
         logits = torch.log_softmax(vae.encode_logits(x), -1)
         u = torch.rand_like(logits).clamp(1e-6, 1 - 1e-6)
         scores = (logits - torch.log(-torch.log(u))) / self.tau
