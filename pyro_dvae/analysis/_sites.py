@@ -19,7 +19,7 @@ import pyro.poutine as poutine
 import torch
 from pyro.distributions import Independent
 from pyro.distributions.torch_distribution import ExpandedDistribution, MaskedDistribution
-from torch.distributions import Bernoulli, OneHotCategorical, constraints
+from torch.distributions import Bernoulli, constraints
 
 from ..errors import DVAEInputError
 from ..infer.util import find_data_plates, sample_sites
@@ -154,7 +154,7 @@ class DimNamer:
         batch, event = tuple(fn.batch_shape), tuple(fn.event_shape)
         extra = tuple(value.shape[-1:]) if category else ()
         value = torch.broadcast_to(value, batch + event + extra)
-        one_hot = isinstance(leaf_distribution(fn), OneHotCategorical) and not observed
+        one_hot = _is_one_hot(fn) and not observed
         if as_codes and one_hot and event:
             value, event = value.argmax(-1), event[:-1]
             one_hot = False
@@ -197,6 +197,14 @@ class DimNamer:
         else:
             roles = ["latent_group"] if n == 1 else [f"dim_{j}" for j in range(n)]
         return [self.claim(site, role, size) for role, size in zip(roles, event)]
+
+
+def _is_one_hot(fn: Any) -> bool:
+    """Whether ``fn``'s values are one-hot vectors (its support, under ``Independent``)."""
+    support = fn.support
+    while isinstance(support, constraints.independent):
+        support = support.base_constraint
+    return isinstance(support, type(constraints.one_hot))
 
 
 def site_probs(site: Mapping[str, Any]) -> tuple[torch.Tensor, bool] | None:

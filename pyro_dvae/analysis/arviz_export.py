@@ -33,15 +33,16 @@ Every group with samples has the same ``chain`` and ``draw`` coordinates (the pr
 ``num_chains`` streams of ``num_prior_samples``), and every group carries the run's metadata in
 its ``attrs``. The probabilities are not in ``posterior``: q(z|x) is a function of x, the same at
 every draw, so ArviZ would report a NaN R-hat for each of its entries and plot thousands of
-point masses. Where they do vary across draws (a guide or prior whose probabilities depend on
-other sampled sites, such as the autoregressive prior), they stay in ``posterior`` / ``prior``
-as ``z_probs`` with ``chain, draw``.
+point masses. Where they do vary across draws (a site whose distribution depends on other
+sampled sites, such as ``b`` of a guide q(a|x) q(b|a)), they stay in ``posterior`` / ``prior``
+as ``<site>_probs`` with ``chain, draw``.
 
 With these dims ``az.summary``, ``az.loo``, ``az.plot_posterior``, ``az.plot_forest``,
 ``az.plot_ppc`` and ``az.plot_loo_pit(idata, y="x")`` run as on any ArviZ data; on a large
 export, select a few observations with ``coords={"observation": [0, 1]}`` for the plots
 (ArviZ draws at most ``rcParams["plot.max_subplots"]`` panels). A code that q(z|x) puts all its
-mass on is the same at every draw: ArviZ reports its R-hat and ESS as NaN, as for any constant.
+mass on is the same at every draw: ArviZ reports its R-hat as NaN (with numpy's "invalid value"
+warnings), as for any constant.
 
 Chains are independent sample streams (seeded separately), not Markov chains: R-hat and ESS of
 the posterior only check the sampler's randomness. Other plates keep their own names. Every

@@ -313,6 +313,44 @@ def test_bernoulli_latents_and_site_selection():
         to_inference_data(vae, None, x, latent_sites=["w"])
 
 
+def test_probabilities_that_vary_across_draws_stay_with_the_draws():
+    """A hierarchical guide q(a|x) q(b|a): the probabilities of b depend on the sampled a, vary
+    across draws and stay in ``posterior`` with ``chain, draw``; those of a are the same at every
+    draw and go to ``constant_data``. The autoregressive prior's codes are integer codes too."""
+    w = torch.tensor(3.0)
+
+    def model(x):
+        with pyro.plate("data", len(x)):
+            a = pyro.sample("a", dist.Bernoulli(0.5))
+            b = pyro.sample("b", dist.Bernoulli(logits=w * a - 1.5))
+            pyro.sample("x", dist.Normal(a + b, 1.0), obs=x)
+
+    def guide(x):
+        with pyro.plate("data", len(x)):
+            a = pyro.sample("a", dist.Bernoulli(logits=x))
+            pyro.sample("b", dist.Bernoulli(logits=w * a - 1.5))
+
+    x = torch.tensor([-1.0, 0.0, 2.0])
+    idata = to_inference_data(model, guide, x, num_samples=20, num_chains=2)
+    sample = ("chain", "draw", "observation")
+    assert _dims(idata.posterior) == {"a": sample, "b": sample, "b_probs": sample}
+    assert _dims(idata.prior) == {"a": sample, "b": sample, "b_probs": sample}
+    assert _dims(idata.constant_data) == {
+        "a_probs": ("observation",),
+        "a_prior_probs": ("observation",),
+    }
+    b_probs = idata.posterior["b_probs"].values
+    a = idata.posterior["a"].values
+    np.testing.assert_allclose(b_probs, torch.sigmoid(w * torch.as_tensor(a) - 1.5), rtol=1e-6)
+    np.testing.assert_allclose(idata.constant_data["a_probs"].values, torch.sigmoid(x), rtol=1e-6)
+
+    torch.manual_seed(0)
+    vae = DiscreteVAE(6, "3x3", encoder_hidden=(8,), prior="autoregressive")
+    idata = to_inference_data(vae, None, torch.ones(4, 6), num_samples=5, num_chains=2)
+    assert _dims(idata.prior)["z"] == ("chain", "draw", "observation", "latent_group")
+    assert np.issubdtype(idata.prior["z"].dtype, np.integer)
+
+
 @pytest.mark.parametrize(
     "kwargs,message",
     [
