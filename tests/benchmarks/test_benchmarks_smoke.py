@@ -18,6 +18,7 @@ SMOKE = {
     "mnist_paper.py": ["--smoke", "--threads", "1", "--no-progress"],
     "m2_semisupervised.py": ["--smoke", "--threads", "1"],
     "bench_mixed_enumeration.py": ["--smoke", "--threads", "1"],
+    "bench_structured_paired.py": ["--smoke", "--threads", "1"],
 }
 
 
@@ -113,3 +114,12 @@ def test_mixed_enumeration_equals_trace_enum():
     text = _run("bench_mixed_enumeration.py")
     pairs = re.findall(r"loss ours (\S+)  pyro (\S+)", text)
     assert pairs and all(a == b for a, b in pairs), text  # same seed, same loss
+
+
+@pytest.mark.slow  # a subprocess: .ci/run runs it, make test-fast skips it
+def test_bench_structured_paired_agrees_with_pyro():
+    out = _run("bench_structured_paired.py")
+    rows = [line.split("|") for line in out.splitlines() if "|" in line]
+    assert [r[0].strip() for r in rows[1:]] == ["hmm-T5", "mix-K3"]
+    for row in rows[1:]:
+        assert float(row[-1]) < 1e-2  # |sum of ours - Pyro's| in float32
