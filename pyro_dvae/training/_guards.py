@@ -102,7 +102,10 @@ def _guarded_step(
     svi.zero_grad()
     where = f"at step {st.step + 1} (epoch {st.epoch})"
     keep = f"; the last good checkpoint is kept in {ckpt}" if ckpt is not None else ""
-    hint = "; lower --lr or raise --temperature / --tau-min"
+    hint = (
+        f"; lower lr={config.lr:g} or raise temperature={config.temperature:g} / "
+        f"tau_min={config.tau_min:g}"
+    )
     if _non_finite_tensors(svi.parameters()) is not None:
         raise NonFiniteLossError(
             f"{headline} {where}: {detail}{keep}; skipping updates cannot repair the "
@@ -110,13 +113,13 @@ def _guarded_step(
         )
     if config.on_nan != "skip":
         raise NonFiniteLossError(
-            f"{headline} {where}: {detail}{keep}{hint}, or pass --on-nan skip to skip such updates"
+            f"{headline} {where}: {detail}{keep}{hint}, or pass on_nan='skip' to skip such updates"
         )
     st.skipped.append({"step": st.step + 1, "problem": f"{headline}: {detail}"})
     if len(st.skipped) > config.max_nan_skips:
         raise NonFiniteLossError(
             f"{headline} {where}: {detail}; that is {len(st.skipped)} skipped updates, more "
-            f"than --max-nan-skips {config.max_nan_skips}{keep}{hint}"
+            f"than max_nan_skips={config.max_nan_skips}{keep}{hint}"
         )
     _log.warning("pyro-dvae: skipped the update %s: %s: %s", where, headline, detail)
     return loss

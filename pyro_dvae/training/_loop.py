@@ -87,9 +87,7 @@ def train(
     start = time.perf_counter()
     ckpt, resume_file = None, None
     if resume is not None:
-        resume_file = checkpoint_file(resume)
-        ckpt = load_checkpoint(resume_file)
-        config = resume_config(ckpt, config, resume_file)
+        ckpt, resume_file, config = _load_resume(resume, config)
         out_dir = resume_file.parent if out_dir is None else out_dir
     config = TrainConfig() if config is None else config
     config.validate()
@@ -100,8 +98,7 @@ def train(
     if not ctx.is_main:  # rank 0 alone writes checkpoints, metrics and plots
         out_dir, progress = None, False
     out = Path(out_dir) if out_dir is not None else None
-    resuming_in_place = ckpt is not None and out is not None and _same_dir(out, resume_file.parent)
-    if out is not None and not resuming_in_place and not force:
+    if out is not None and not force and not _same_dir(out, resume_file):
         refuse_existing_run(out)
 
     data = dataset if dataset is not None else load_dataset(config.dataset, config.data_dir)
@@ -113,11 +110,7 @@ def train(
         trainer.restore(ckpt, resume_file)
     ckpt_path = out / CHECKPOINT_NAME if out is not None else None
     if out is not None:  # only once the data and model are known to be fine
-        _prepare_out_dir(out)
-        if ckpt is None:
-            trainer.save(ckpt_path)  # a loadable checkpoint from the very start
-            for name in RUN_OUTPUTS:  # a replaced run's results no longer match the checkpoint
-                (out / name).unlink(missing_ok=True)
+        _prepare_out_dir(out, fresh=trainer if ckpt is None else None)
     trainer.fit(
         checkpoint=ckpt_path,
         checkpoint_every=checkpoint_every,
@@ -135,11 +128,22 @@ def train(
     return metrics
 
 
-def _same_dir(a: Path, b: Path) -> bool:
-    return a.resolve() == b.resolve()
+def _load_resume(resume: str | Path, config: TrainConfig | None) -> tuple[dict, Path, TrainConfig]:
+    """The checkpoint to resume, its file, and the run's configuration (``config``, if given,
+    must equal it)."""
+    path = checkpoint_file(resume)
+    ckpt = load_checkpoint(path)
+    return ckpt, path, resume_config(ckpt, config, path)
 
 
-def _prepare_out_dir(out: Path) -> None:
+def _same_dir(out: Path, resume_file: Path | None) -> bool:
+    """Whether ``out`` is the directory of the run being resumed (continued in place)."""
+    return resume_file is not None and out.resolve() == resume_file.parent.resolve()
+
+
+def _prepare_out_dir(out: Path, fresh: Trainer | None) -> None:
+    """Create ``out`` and drop what a killed run left there; for a ``fresh`` (not resumed) run,
+    write its first checkpoint, then remove a replaced run's results."""
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -149,3 +153,7 @@ def _prepare_out_dir(out: Path) -> None:
     for pattern in (f".{CHECKPOINT_NAME}.*.tmp", ".metrics.json.tmp"):
         for stale in out.glob(pattern):  # left by a run killed while writing
             stale.unlink(missing_ok=True)
+    if fresh is not None:
+        fresh.save(out / CHECKPOINT_NAME)  # a loadable checkpoint from the very start
+        for name in RUN_OUTPUTS:  # a replaced run's results no longer match the checkpoint
+            (out / name).unlink(missing_ok=True)
