@@ -8,8 +8,7 @@ time, so that they can never go stale:
   ``PYRO_DVAE_DOCS_FULL=1``) and renders its text, code, printed output and figures as a page,
   with the script and a Jupyter notebook to download. Unchanged scripts are not rerun (their
   MD5 is stored beside the generated page); ``-D plot_gallery=0`` builds without running any;
-* the command-line reference, from the argparse parser (``sphinx-argparse``, ``_ext/cli_help.py``
-  when it is not installed).
+* the command-line reference, from the argparse parser (``sphinx-argparse``).
 """
 
 from __future__ import annotations
@@ -41,14 +40,9 @@ extensions = [
     "sphinx.ext.mathjax",
     "sphinx.ext.viewcode",
     "sphinx_gallery.gen_gallery",
+    "sphinxarg.ext",  # the command-line reference (docs/guide/cli.rst), from the parser
     "api_pages",
 ]
-try:  # the CLI page uses the same directive either way (see _ext/cli_help.py)
-    import sphinxarg.ext  # noqa: F401
-
-    extensions.append("sphinxarg.ext")
-except ImportError:
-    extensions.append("cli_help")
 
 autodoc_member_order = "bysource"
 autodoc_typehints = "description"
@@ -61,7 +55,9 @@ templates_path: list[str] = []
 exclude_patterns = ["_build"]
 html_theme = "furo"
 html_title = f"pyro_dvae {release}"
-html_static_path: list[str] = []
+html_static_path = ["_static"]
+html_css_files = ["tutorials.css"]  # a wider column for 100-column code and output
+html_theme_options = {"light_css_variables": {"code-font-size": "75%"}}
 
 sphinx_gallery_conf = {
     "examples_dirs": str(ROOT / "tutorials"),
