@@ -108,17 +108,21 @@ def plain_pyro_model_guide(vae: DiscreteVAE, tau: float):
     """A user relaxing by hand with Pyro's own RelaxedOneHotCategorical, trained by Trace_ELBO."""
     t = torch.tensor(tau)
 
+    relaxed = (
+        dist.RelaxedOneHotCategorical if vae.latent.kind == "categorical" else dist.RelaxedBernoulli
+    )
+
     def model(x):
         pyro.module("plain", vae)
         with pyro.plate("data", x.shape[0]):
-            prior = dist.RelaxedOneHotCategorical(t, logits=vae.prior_logits).to_event(1)
+            prior = relaxed(t, logits=vae.prior_logits).to_event(1)
             z = pyro.sample("z", prior)
             pyro.sample("x", dist.Bernoulli(logits=vae.decode(z)).to_event(1), obs=x)
 
     def guide(x):
         pyro.module("plain", vae)
         with pyro.plate("data", x.shape[0]):
-            q = dist.RelaxedOneHotCategorical(t, logits=vae.encode_logits(x)).to_event(1)
+            q = relaxed(t, logits=vae.encode_logits(x)).to_event(1)
             pyro.sample("z", q)
 
     return model, guide
