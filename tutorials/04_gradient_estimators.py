@@ -193,7 +193,7 @@ estimators = {
 }
 print(
     f"gradient of -ELBO, Gaussian latent of dimension D, {args.samples} "
-    "single-sample estimates; exact d/dloc_0 = -1, d/dlog_scale_0 = -0.5"
+    "single-sample estimates;\nexact d/dloc_0 = -1, d/dlog_scale_0 = -0.5"
 )
 print(
     f"{'D':>4} {'estimator':>18} {'mean dloc_0':>12} {'var dloc_0':>11} "

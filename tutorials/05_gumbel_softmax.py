@@ -216,7 +216,7 @@ exact_logits = logits.clone().requires_grad_(True)
 m = args.gradient_samples
 print(
     f"gradient of E[f(z)], f(z) = (c.z - {target})^2, w.r.t. the logits; "
-    f"{m} single-sample estimates; exact gradient norm {float(exact.norm()):.4f}"
+    f"{m} single-sample estimates;\nexact gradient norm {float(exact.norm()):.4f}"
 )
 print(f"{'tau':>6} {'estimator':>16} {'bias':>8} {'bias se':>8} {'variance':>10} {'cosine':>7}")
 gradients = []

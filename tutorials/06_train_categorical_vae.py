@@ -211,7 +211,7 @@ summary = {
 best = min(results, key=lambda n: results[n]["test_nll_iwae"])
 print(
     f"best IWAE NLL: {best} ({results[best]['test_nll_iwae']:.2f} nats); summary.json "
-    f"(and, outside smoke mode, per-run metrics, checkpoints and plots) under {out}/"
+    f"(and, outside smoke mode,\nper-run metrics, checkpoints and plots) under {out}/"
 )
 
 # %%

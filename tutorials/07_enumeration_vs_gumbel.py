@@ -205,7 +205,7 @@ if (out / "gradient_vs_temperature.png").is_file():
     show_png(out / "gradient_vs_temperature.png")
 print(
     f"wrote {len(written)} files (JSON, CSV, Markdown, learning curves, temperature "
-    f"sweep) to {out}/"
+    f"sweep)\nto {out}/"
 )
 
 # %%

@@ -209,8 +209,8 @@ for kl, loo in loos.items():
     exact = models[kl][1]["test_nll_exact"]
     print(
         f"  kl={kl:>8}: elpd_loo {loo.elpd_loo:9.1f} (se {loo.se:.1f}), "
-        f"p_loo {loo.p_loo:6.1f}, Pareto k > 0.7: {int((k > 0.7).sum())}/{k.size}; "
-        "exact test log p(x) per datum "
+        f"p_loo {loo.p_loo:6.1f}, Pareto k > 0.7: {int((k > 0.7).sum())}/{k.size};\n"
+        "              exact test log p(x) per datum "
         f"{'n/a' if exact is None else f'{-exact:.2f}'}"
     )
 print(compare[["rank", "elpd_loo", "elpd_diff", "weight"]].to_string())
@@ -221,7 +221,7 @@ if all(v is not None for v in exact.values()):
     verdict = "agree" if loo_best == exact_best else "DISAGREE"
     print(
         f"LOO prefers kl={loo_best}, the exact held-out log p(x) prefers kl={exact_best}: "
-        f"they {verdict}. Pareto k > 0.7 marks pixels where PSIS-LOO is unreliable."
+        f"they {verdict}.\nPareto k > 0.7 marks pixels where PSIS-LOO is unreliable."
     )
 
 # %%
@@ -264,7 +264,7 @@ for kl, d in idatas.items():
     results[kl] = {"perplexity": perplexity.tolist(), "entropy": float(entropy), "mi": mi}
     print(
         f"  kl={kl:>8}: categories in use per group {np.round(perplexity, 2).tolist()}, "
-        f"mean H[q(z|x)] {entropy:.2f} nats, I(label; z_g) "
+        f"mean H[q(z|x)] {entropy:.2f} nats,\n              I(label; z_g) "
         f"{np.round(mi, 3).tolist()} nats (H(label) <= {np.log(10):.2f})"
     )
 

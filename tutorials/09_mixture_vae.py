@@ -338,17 +338,17 @@ for name in args.estimators:
     print(f"  trained {LABELS[name]}")
 print(
     f"test -ELBO: EnumeratedELBO (y summed, z averaged over {args.eval_particles} draws), "
-    "nats/image; accuracy: clusters mapped to digits on the training labels"
+    "nats/image;\naccuracy: clusters mapped to digits on the training labels (majority, 1-to-1)"
 )
 print(
-    f"{'estimator':>38} {'test -ELBO':>11} {'acc. majority':>14} {'acc. 1-to-1':>12} "
+    f"{'estimator':>36} {'test -ELBO':>11} {'majority':>9} {'1-to-1':>7} "
     f"{'clusters':>9} {'s/epoch':>8} {'train s':>8}"
 )
 for r in rows:
     one = "n/a" if r["acc_one_to_one"] is None else f"{100 * r['acc_one_to_one']:.1f}%"
     print(
-        f"{LABELS[r['estimator']]:>38} {r['test_nelbo']:11.2f} "
-        f"{100 * r['acc_majority']:13.1f}% {one:>12} {r['clusters_used']:9d} "
+        f"{LABELS[r['estimator']]:>36} {r['test_nelbo']:11.2f} "
+        f"{100 * r['acc_majority']:8.1f}% {one:>7} {r['clusters_used']:9d} "
         f"{r['seconds_per_epoch']:8.3f} {r['train_seconds']:8.1f}"
     )
 

@@ -228,7 +228,7 @@ def run(name: str, data, args: argparse.Namespace) -> dict:
 
 print(
     f"M2 on the embedded digits: {10 * args.per_class} labelled of {data.num_train} "
-    f"training images, {len(data.test)} test; z {args.z_dim}-d, hidden {args.hidden}, "
+    f"training images, {len(data.test)} test;\nz {args.z_dim}-d, hidden {args.hidden}, "
     f"alpha {args.alpha:g}, {args.epochs} epochs, seed {args.seed}"
 )
 rows = []
@@ -246,7 +246,7 @@ for name in args.estimators:
 
 print(
     f"test -ELBO: EnumeratedELBO with y unobserved (z averaged over {args.eval_particles}"
-    " draws), nats/image; accuracy: argmax q(y | x) on the test set"
+    " draws), nats/image;\naccuracy: argmax q(y | x) on the test set"
 )
 print(f"{'estimator':>12} {'test acc.':>10} {'test -ELBO':>11} {'s/epoch':>8} {'train s':>8}")
 for r in rows:
