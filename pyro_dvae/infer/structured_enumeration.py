@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -55,10 +55,12 @@ __all__ = ["StructuredEnumeration"]
 
 DEFAULT_MAX_CONFIGURATIONS = 2**20
 DEFAULT_MEMORY_BUDGET = 256 * 2**20  # bytes per block for the largest per-block tensors
-# the single enumerated pass (no analysis pass) is tried for models whose plates nest at most
-# this deep and whose non-Markov discrete sites have at most this many joint configurations
-SINGLE_PASS_PLATE_NESTING = 4
+# the single enumerated pass (no analysis pass) is tried for models whose non-Markov discrete
+# sites have at most this many joint configurations, and whose plate nesting is known from an
+# earlier call (enumerated values get the dims Pyro's own enumeration would give them)
 SINGLE_PASS_MAX_CONFIGURATIONS = 4096
+_NESTING_CACHE: OrderedDict = OrderedDict()  # (model, guide) key -> max plate nesting
+_NESTING_CACHE_SIZE = 64
 
 
 def leaf_distribution(fn: Distribution) -> Distribution:
@@ -186,8 +188,11 @@ class _EnumerateEveryDiscrete(Messenger):
     ``enumerate`` is False (a model-side sum whose guide has discrete sites).
     """
 
-    def __init__(self, skip=(), record: set | None = None, enumerate: bool = True) -> None:
+    def __init__(
+        self, nesting: int, skip=(), record: set | None = None, enumerate: bool = True
+    ) -> None:
         super().__init__()
+        self.nesting = nesting
         self.skip = skip
         self.record = record
         self.enumerate = enumerate
@@ -196,10 +201,7 @@ class _EnumerateEveryDiscrete(Messenger):
     def _pyro_sample(self, msg) -> None:
         if self.record is not None:
             self.record.add(msg["name"])
-        if any(
-            f.dim is not None and f.dim < -SINGLE_PASS_PLATE_NESTING
-            for f in msg["cond_indep_stack"]
-        ):
+        if any(f.dim is not None and f.dim < -self.nesting for f in msg["cond_indep_stack"]):
             raise _NotSinglePass
         fn = msg["fn"]
         if msg["is_observed"] or msg["name"] in self.skip or not _is_discrete(fn):
@@ -299,32 +301,40 @@ class StructuredEnumeration:
         self.kwargs = kwargs or {}
         self.guide_side = guide_side
         self._pending = None
-        if not (single_pass and self._single_pass(max_configurations, chunk_size)):
+        key = (_callable_key(model), _callable_key(guide), guide_side)
+        nesting = _NESTING_CACHE.get(key) if single_pass else None
+        if nesting is None or not self._single_pass(max_configurations, chunk_size, nesting):
             self._analyse(max_configurations, chunk_size)
+        _NESTING_CACHE[key] = self.max_plate_nesting
+        _NESTING_CACHE.move_to_end(key)
+        while len(_NESTING_CACHE) > _NESTING_CACHE_SIZE:
+            _NESTING_CACHE.popitem(last=False)
 
     # ---------------------------------------------------------------- analysis ----------
-    def _single_pass(self, max_configurations: int, chunk_size: int | None) -> bool:
+    def _single_pass(self, max_configurations: int, chunk_size: int | None, nesting: int) -> bool:
         """Enumerate every discrete site the way Pyro does, in one pass, and read the
         structure off the enumerated traces; kept for the first :meth:`traces` call when the
         plan turns out to be that single block (no ``.to_event`` group, a small coupled
-        group), so that no separate analysis pass is paid. Any other outcome (or any error,
+        group), so that no separate analysis pass is paid. ``nesting``: the plate nesting
+        seen by the last call on the same model and guide (it places the enumerated dims;
+        a model that now nests differently falls back). Any other outcome (or any error,
         which the analysis pass then reports properly) rolls the RNG back and returns False.
         """
         state = get_rng_state()
         guide_names: set[str] = set()
-        guide_marker = _EnumerateEveryDiscrete(record=guide_names, enumerate=self.guide_side)
-        model_marker = _EnumerateEveryDiscrete(skip=guide_names)
+        guide_marker = _EnumerateEveryDiscrete(
+            nesting, record=guide_names, enumerate=self.guide_side
+        )
+        model_marker = _EnumerateEveryDiscrete(nesting, skip=guide_names)
         try:
-            model_trace, guide_trace = self._enumerated_traces(
-                model_marker, guide_marker, SINGLE_PASS_PLATE_NESTING
-            )
+            model_trace, guide_trace = self._enumerated_traces(model_marker, guide_marker, nesting)
         except Exception:  # noqa: BLE001 - any failure: the analysis pass decides
             set_rng_state(state)
             return False
         self._describe(model_trace, guide_trace if self.guide else None, max_configurations)
         self.blocks_size = self._block_capacity(model_trace, chunk_size)
         self._plan_blocks()
-        if self.max_plate_nesting > SINGLE_PASS_PLATE_NESTING or self.num_blocks != 1:
+        if self.max_plate_nesting != nesting or self.num_blocks != 1:
             set_rng_state(state)
             return False
         guide_trace.pack_tensors()
@@ -693,6 +703,16 @@ def drop_global_costs(model_trace, guide_trace, data_frames: list) -> None:
             zero._pyro_dims = ""
             site["packed"]["log_prob"] = zero
             site["packed"]["unscaled_log_prob"] = zero
+
+
+def _callable_key(fn) -> tuple:
+    """Identity of a model or guide, bound methods included (a new bound-method object is made
+    at every attribute access). Only a hint: a reused id gives a wrong nesting guess, which the
+    single pass detects."""
+    if fn is None:
+        return ()
+    owner = getattr(fn, "__self__", None)
+    return (id(getattr(fn, "__func__", fn)), id(owner))
 
 
 def _data_ring(data_symbols: list[str], sizes: list[int]) -> LogRing:

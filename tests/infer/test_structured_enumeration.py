@@ -336,6 +336,7 @@ def test_coupled_exact_log_likelihood_chunking(chunk_size):
     torch.testing.assert_close(got, expected, rtol=RTOL, atol=0.0)
 
 
+@pytest.mark.slow  # seconds of training or sampling: make test-fast skips it
 @pytest.mark.parametrize("chunk_size", [3, 7])
 def test_coupled_enumerated_elbo_loss_and_grads_chunking(chunk_size):
     """EnumeratedELBO on the coupled model (z summed in the guide, c marginalized in the model):
@@ -539,6 +540,7 @@ def test_python_loop_chain_is_computed_or_refused_in_one_line():
 
 # ----------------------------------------------------------------- single enumerated pass ----
 def test_single_pass_applies_where_the_plan_is_one_block():
+    from pyro_dvae.infer import structured_enumeration
     from pyro_dvae.infer.structured_enumeration import StructuredEnumeration
 
     cases = [
@@ -548,7 +550,10 @@ def test_single_pass_applies_where_the_plan_is_one_block():
         (coupled_model, torch.tensor(X4), False),  # a .to_event group: joint support
     ]
     load_coupled_params()
+    structured_enumeration._NESTING_CACHE.clear()
     for model, x, expected in cases:
+        first = StructuredEnumeration(model, args=(x,), guide_side=False)
+        assert first._pending is None  # the plate nesting is not known yet: analysis pass
         single = StructuredEnumeration(model, args=(x,), guide_side=False)
         assert (single._pending is not None) == expected, model.__name__
         analysed = StructuredEnumeration(model, args=(x,), guide_side=False, single_pass=False)
@@ -579,12 +584,23 @@ def test_single_pass_and_analysis_pass_draw_the_same_numbers(monkeypatch):
     from pyro_dvae.infer import structured_enumeration
 
     x = torch.tensor([0.3, -1.2, 2.0, 0.7], dtype=F64)
+    analyses = []
+    analyse = structured_enumeration.StructuredEnumeration._analyse
+
+    def counted(self, *args):
+        analyses.append(1)
+        return analyse(self, *args)
+
+    monkeypatch.setattr(structured_enumeration.StructuredEnumeration, "_analyse", counted)
     results = []
     for limit in (structured_enumeration.SINGLE_PASS_MAX_CONFIGURATIONS, 0):
         monkeypatch.setattr(structured_enumeration, "SINGLE_PASS_MAX_CONFIGURATIONS", limit)
         pyro.clear_param_store()
+        EnumeratedELBO().loss(_mixed_model, _mixed_guide, x)  # the plate nesting is now known
+        analyses.clear()
         pyro.set_rng_seed(3)
         loss = EnumeratedELBO().differentiable_loss(_mixed_model, _mixed_guide, x)
+        assert len(analyses) == (0 if limit else 1)  # single pass, then the analysis pass
         params = [pyro.param("w").unconstrained(), pyro.param("a").unconstrained()]
         grads = torch.autograd.grad(loss, params)
         results.append((loss.detach(), grads, torch.rand(())))
@@ -601,6 +617,7 @@ def test_a_single_pass_that_does_not_apply_leaves_the_rng_as_it_found_it():
     from pyro_dvae.infer.structured_enumeration import StructuredEnumeration
 
     x = torch.tensor([0.3, -1.2, 2.0, 0.7], dtype=F64)
+    StructuredEnumeration(_mixed_model, _mixed_guide, (x,))  # the plate nesting is now known
     draws = []
     for single_pass in (True, False):
         pyro.clear_param_store()
