@@ -9,11 +9,11 @@ install:  ## CPU torch first (no CUDA download), then the package with dev extra
 	$(PYTHON) -m pip install torch==$(TORCH_VERSION)
 	$(PYTHON) -m pip install -e '.[dev,docs]'
 
-test:  ## the default (fast) test suite
+test:  ## every test, as .ci/run does (about 10 minutes on 2 cores)
 	$(PYTHON) -m pytest -q
 
-test-fast:  ## skip tests marked slow
-	$(PYTHON) -m pytest -q -m "not slow"
+test-fast:  ## the inner loop: skip tests marked slow (subprocesses, torchrun, Sphinx, tutorials, long training or sampling)
+	OMP_NUM_THREADS=1 $(PYTHON) -m pytest -q -m "not slow"
 
 lint:
 	ruff check .

@@ -69,6 +69,7 @@ def _dims(group) -> dict:
     return {name: tuple(var.dims) for name, var in group.data_vars.items()}
 
 
+@pytest.mark.slow  # seconds of training or sampling: make test-fast skips it
 def test_groups_dims_and_coords(idata, run):
     assert set(idata.groups()) == set(GROUPS)
     sample = ("chain", "draw")
@@ -191,6 +192,7 @@ def run_4x8(tmp_path_factory):
     return load_run(out)
 
 
+@pytest.mark.slow  # seconds of training or sampling: make test-fast skips it
 def test_arviz_functions_run_without_warnings(run_4x8, data):
     """Issue #19 item 4: az.summary warned once per constant z_probs entry (NaN R-hat),
     az.plot_loo_pit(idata, y="x") raised on the per-observation log-likelihood, and
@@ -222,6 +224,7 @@ def test_arviz_functions_run_without_warnings(run_4x8, data):
         plt.close("all")
 
 
+@pytest.mark.slow  # seconds of training or sampling: make test-fast skips it
 def test_netcdf_round_trip_preserves_values(idata, tmp_path):
     path = save_inference_data(idata, tmp_path / "run.nc")
     back = _no_warnings(load_inference_data, path)  # the training group too
@@ -351,6 +354,7 @@ def test_probabilities_that_vary_across_draws_stay_with_the_draws():
     assert np.issubdtype(idata.prior["z"].dtype, np.integer)
 
 
+@pytest.mark.slow  # seconds of training or sampling: make test-fast skips it
 @pytest.mark.parametrize(
     "kwargs,message",
     [

@@ -17,6 +17,7 @@ TINY = [
 SPECS = "exact,st-gumbel,gumbel-softmax:tau=0.5:kl=relaxed,nvil"
 
 
+@pytest.mark.slow  # seconds of training or sampling: make test-fast skips it
 def test_compare_end_to_end(tmp_path, capsys):
     out = tmp_path / "cmp"
     assert main(["compare", *TINY, "--estimators", SPECS, "--out", str(out)]) == 0

@@ -11,6 +11,7 @@ from pyro_dvae.cli.main import main
 SMALL = ["--num-observations", "6", "--num-samples", "3", "--num-chains", "2"]
 
 
+@pytest.mark.slow  # seconds of training or sampling: make test-fast skips it
 def test_export_writes_netcdf(run_dir, tmp_path, capsys):
     out = tmp_path / "run.nc"
     assert main(["export", str(run_dir), "--out", str(out), *SMALL]) == 0

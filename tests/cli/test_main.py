@@ -39,6 +39,7 @@ METRIC_KEYS = {
 }
 
 
+@pytest.mark.slow  # seconds of training or sampling: make test-fast skips it
 def test_train_end_to_end(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["train", *TINY, "--out", str(out)]) == 0
@@ -51,6 +52,7 @@ def test_train_end_to_end(tmp_path, capsys):
         assert (out / name).is_file(), name
 
 
+@pytest.mark.slow  # seconds of training or sampling: make test-fast skips it
 def test_same_seed_identical_metrics(tmp_path):
     runs = []
     for name in ("a", "b"):
@@ -60,6 +62,7 @@ def test_same_seed_identical_metrics(tmp_path):
     assert runs[0] == runs[1]
 
 
+@pytest.mark.slow  # seconds of training or sampling: make test-fast skips it
 def test_refuses_non_empty_out_without_force(tmp_path, capsys):
     out = tmp_path / "run"
     out.mkdir()

@@ -19,6 +19,7 @@ FIGURES = {
 }
 
 
+@pytest.mark.slow  # seconds of training or sampling: make test-fast skips it
 def test_plot_writes_all_figures(run_dir, tmp_path, capsys):
     out = tmp_path / "figs"
     assert main(["plot", str(run_dir), "--out", str(out)]) == 0
@@ -27,6 +28,7 @@ def test_plot_writes_all_figures(run_dir, tmp_path, capsys):
     assert all(p.stat().st_size > 1000 for p in out.iterdir())
 
 
+@pytest.mark.slow  # seconds of training or sampling: make test-fast skips it
 def test_plot_default_out_and_force(run_dir, capsys):
     assert main(["plot", str(run_dir)]) == 0
     plots = run_dir / "plots"

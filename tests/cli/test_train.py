@@ -232,6 +232,7 @@ def test_resume_with_data_of_another_shape_exits_2(tmp_path, capsys):
     assert "the data differ from those the run" in one_line_error(capsys.readouterr().err)
 
 
+@pytest.mark.slow  # seconds of training or sampling: make test-fast skips it
 def test_resume_refuses_changed_options_and_other_out(tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["train", *TINY, "--max-steps", "2", "--out", str(run)]) == 0
@@ -263,6 +264,7 @@ def test_malicious_checkpoint_is_refused(tmp_path, capsys):
     assert not marker.exists()
 
 
+@pytest.mark.slow  # seconds of training or sampling: make test-fast skips it
 def test_force_never_loses_the_previous_checkpoint_to_a_failed_start(tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["train", *TINY, "--max-steps", "2", "--out", str(run)]) == 0
@@ -343,6 +345,7 @@ _latent = st.one_of(
 )
 
 
+@pytest.mark.slow  # seconds of training or sampling: make test-fast skips it
 @settings(max_examples=150, deadline=None)
 @given(
     latent=_latent,

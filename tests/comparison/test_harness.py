@@ -11,6 +11,7 @@ from pyro_dvae.errors import DVAEInputError
 from pyro_dvae.training import TrainConfig
 
 
+@pytest.mark.slow  # seconds of training or sampling: make test-fast skips it
 def test_tiny_comparison_records_every_run(tiny_result):
     assert [e["spec"] for e in tiny_result["estimators"]] == [
         "exact",

@@ -35,6 +35,7 @@ def test_preserved_training_state_restores_rng_and_param_store():
     assert torch.equal(pyro.param("replaced"), torch.zeros(3))
 
 
+@pytest.mark.slow  # seconds of training or sampling: make test-fast skips it
 @pytest.mark.parametrize("estimator", ["score-function-baseline", "gumbel-softmax"])
 def test_recording_does_not_change_training(estimator, digits):
     """Evaluations and extra loss_and_grads calls (which move Pyro's decaying-average

@@ -284,6 +284,7 @@ def real_mnist():
     return load_mnist(REAL_MNIST)
 
 
+@pytest.mark.slow  # seconds of training or sampling: make test-fast skips it
 def test_real_mnist_shapes_and_labels(real_mnist):
     ds = real_mnist
     assert ds.train.shape == (50_000, 784)

@@ -170,6 +170,7 @@ def _z_scores(estimates: dict[str, torch.Tensor], exact: dict[str, torch.Tensor]
     return torch.cat(z)
 
 
+@pytest.mark.slow  # seconds of training or sampling: make test-fast skips it
 def test_score_function_mean_gradient_passes_z_test_against_exact():
     """Unbiasedness of REINFORCE: over S = 100 estimates (each the mean of 20 vectorized
     particles, 2000 samples in all) every coordinate of the mean gradient (3 guide logits,
@@ -195,6 +196,7 @@ def test_score_function_mean_gradient_passes_z_test_against_exact():
     assert _z_scores(est, exact).abs().max() > critical
 
 
+@pytest.mark.slow  # seconds of training or sampling: make test-fast skips it
 def test_baselines_reduce_score_function_variance():
     """Far-from-zero, datum-dependent costs (x up to 6 with locations near 0) make plain
     REINFORCE noisy; Pyro's decaying-average baseline (warmed up for 40 calls) and a fitted

@@ -100,6 +100,7 @@ def assert_same(a, b):
         torch.testing.assert_close(a[1][k], b[1][k], rtol=1e-6, atol=1e-7, msg=k)
 
 
+@pytest.mark.slow  # seconds of training or sampling: make test-fast skips it
 @pytest.mark.parametrize("name", sorted(ELBOS))
 def test_replayed_steps_equal_eager_steps_on_a_user_model(name):
     batches = [data()] * 8
@@ -141,6 +142,7 @@ def test_discrete_vae_and_trace_elbo():
         assert replayed[2]._captured.num_replays >= 3
 
 
+@pytest.mark.slow  # seconds of training or sampling: make test-fast skips it
 def test_new_shapes_and_settings_are_captured_again_and_stay_exact():
     """A short last batch and a temperature schedule: keys change, results do not."""
     batches = [data(16, s) for s in range(5)] + [data(5, 9)] + [data(16, s) for s in range(5)]
@@ -154,6 +156,7 @@ def test_new_shapes_and_settings_are_captured_again_and_stay_exact():
     assert replayed[2]._captured.num_graphs == 2  # batch 16 at tau 1, then at tau 0.5
 
 
+@pytest.mark.slow  # seconds of training or sampling: make test-fast skips it
 def test_data_dependent_control_flow_is_caught_and_training_goes_on_eagerly():
     calls = []
 
@@ -194,6 +197,7 @@ def test_stateful_estimators_are_not_captured():
     assert auto._captured is None
 
 
+@pytest.mark.slow  # seconds of training or sampling: make test-fast skips it
 def test_a_resumed_run_takes_the_same_path_bit_for_bit():
     """Replayed and eager steps agree only to rounding; the capture state in the optimizer's
     state dict makes a resumed run replay (or capture) where the uninterrupted one did."""

@@ -21,6 +21,7 @@ def test_estimator_groups_are_subsets():
     assert not set(RELAXED_ESTIMATORS) & set(EXACT_ESTIMATORS)
 
 
+@pytest.mark.slow  # seconds of training or sampling: make test-fast skips it
 @pytest.mark.parametrize("estimator", ESTIMATORS)
 @pytest.mark.parametrize("latent", ["2x3", "3b"])
 def test_every_estimator_trains_the_same_model(estimator, latent):

@@ -100,6 +100,7 @@ def test_bernoulli_is_the_two_class_case():
         torch.testing.assert_close(x.grad, y.grad)
 
 
+@pytest.mark.slow  # seconds of training or sampling: make test-fast skips it
 @pytest.mark.parametrize("seed, gst_bias, st_bias", [(0, 0.175, 0.294), (3, 0.314, 0.390)])
 def test_bias_measured_against_the_exact_gradient(seed, gst_bias, st_bias):
     """GST is biased: the z-test that unbiased estimators pass fails by a wide margin on the
@@ -121,6 +122,7 @@ def test_bias_measured_against_the_exact_gradient(seed, gst_bias, st_bias):
     assert bias < st_measured
 
 
+@pytest.mark.slow  # seconds of training or sampling: make test-fast skips it
 def test_variance_far_below_reinforce():
     p = categorical_params(N, K, D, B, seed=0, w_scale=2.0, x_scale=1.5)
     load_params(p)
@@ -150,6 +152,7 @@ def onehot_user_guide(x):
         pyro.sample("z2", dist.OneHotCategorical(logits=logits))
 
 
+@pytest.mark.slow  # seconds of training or sampling: make test-fast skips it
 def test_user_model_bernoulli_and_one_hot_sites():
     """Two discrete sites in a plate (Bernoulli z1, one-hot z2 | z1, q(z2 | x, z1)). Measured
     over 100 calls at seed 0: GST's mean gradient has cosine 0.923 to the exact one and relative

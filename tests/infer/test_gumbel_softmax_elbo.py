@@ -435,6 +435,7 @@ def test_analytic_kl_expectation_approaches_discrete_elbo_at_low_temperature():
 
 
 # ------------------------------------------------------------------ SVI progress -------------
+@pytest.mark.slow  # seconds of training or sampling: make test-fast skips it
 @pytest.mark.parametrize(
     "kl, straight_through", [("relaxed", False), ("analytic", False), ("analytic", True)]
 )

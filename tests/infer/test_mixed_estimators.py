@@ -116,6 +116,7 @@ def enumerated():
     return draws(EnumeratedELBO(), 200, seed=123)
 
 
+@pytest.mark.slow  # seconds of training or sampling: make test-fast skips it
 def test_enumerated_elbo_is_a_bound_on_the_closed_form_likelihood(enumerated):
     losses, _ = enumerated
     log_px = float(closed_form_log_px(make_params()).sum())
@@ -125,6 +126,7 @@ def test_enumerated_elbo_is_a_bound_on_the_closed_form_likelihood(enumerated):
 HARD_FORWARD = ["st-gumbel", "gumbel-rao", "reinmax", "score-function"]
 
 
+@pytest.mark.slow  # seconds of training or sampling: make test-fast skips it
 @pytest.mark.parametrize("name", HARD_FORWARD)
 def test_hard_sample_estimators_value_is_unbiased(name, enumerated):
     """Estimators whose forward pass draws a hard y: their mean loss is the exact -ELBO."""
@@ -133,6 +135,7 @@ def test_hard_sample_estimators_value_is_unbiased(name, enumerated):
     assert abs(float(z_scores(losses, ref))) < Z_MAX
 
 
+@pytest.mark.slow  # seconds of training or sampling: make test-fast skips it
 @pytest.mark.parametrize("name", ["score-function", "score-function-baseline", "nvil"])
 def test_score_function_gradients_are_unbiased(name, enumerated):
     """The score-function family is unbiased for the gradient too, the encoder's included
@@ -177,6 +180,7 @@ def test_labelled_batches_equal_trace_elbo(name, options):
     torch.testing.assert_close(grads(("B", "log_sd", "mu", "W", "pi")), expected_grads)
 
 
+@pytest.mark.slow  # seconds of training or sampling: make test-fast skips it
 def test_vimco_on_mixed_model_is_an_importance_weighted_bound():
     """VIMCO's objective is the k-sample bound: its mean lies between the ELBO and log p(x)."""
     losses, _ = draws(build_elbo("vimco", num_particles=8, max_plate_nesting=1), 200, seed=3)
@@ -217,6 +221,7 @@ def test_exact_posterior_guide_makes_every_bound_equal_log_px():
     assert (EnumeratedELBO(num_particles=50).per_datum(model, guide, p["x"]) < log_px - 0.1).all()
 
 
+@pytest.mark.slow  # seconds of training or sampling: make test-fast skips it
 def test_discrete_elbo_on_mixed_model_is_unbiased():
     p = make_params()
     load(p)

@@ -52,6 +52,7 @@ def test_conditional_noise_agrees_with_the_sample_and_has_the_right_marginal():
     torch.testing.assert_close(rec["b"].mean(0), torch.softmax(logits[0], -1), atol=0.01, rtol=0)
 
 
+@pytest.mark.slow  # seconds of training or sampling: make test-fast skips it
 @pytest.mark.parametrize("control", ["rebar", "relax"])
 @pytest.mark.parametrize(
     "model, guide, data",
@@ -95,6 +96,7 @@ def onehot_factorized_guide(x):
         pyro.sample("z2", dist.OneHotCategorical(logits=x.unsqueeze(-1) * w2[0] + w2[1]))
 
 
+@pytest.mark.slow  # seconds of training or sampling: make test-fast skips it
 def test_user_model_bernoulli_and_one_hot_sites_in_a_plate():
     """The model's prior of z2 reads z1 (evaluated at relaxed z1 in the control variate)."""
     exact = flat_exact(onehot_factorized_model, onehot_factorized_guide, USER_DATA)
@@ -123,6 +125,7 @@ def test_refusals_are_one_line():
         RELAXELBO().differentiable_loss(bernoulli_model, bernoulli_guide, BERNOULLI_DATA)
 
 
+@pytest.mark.slow  # seconds of training or sampling: make test-fast skips it
 def test_variance_below_reinforce_and_training_the_control_variate_lowers_it():
     """Guide-gradient variance on the Bernoulli model, one draw per step. Measured at seed 0:
     REBAR 1939 at its initial eta = 1, lambda = 0.5 (REINFORCE ~2.2e4), 1564 after 150 Adam

@@ -64,6 +64,7 @@ def mean_and_se(elbo, p, repeats=20):
     return out
 
 
+@pytest.mark.slow  # seconds of training or sampling: make test-fast skips it
 def test_gradient_is_unbiased_for_a_decoder_quadratic_in_z():
     p = categorical_params(N, K, D, B, seed=3, w_scale=2.0, x_scale=1.5)
     exact = exact_gradients(p)

@@ -70,6 +70,7 @@ def test_user_model_two_discrete_sites_in_a_plate():
     assert z.abs().max() < Z_THRESHOLD, z
 
 
+@pytest.mark.slow  # seconds of training or sampling: make test-fast skips it
 @pytest.mark.parametrize(
     "model, guide, data",
     [

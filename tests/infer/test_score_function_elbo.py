@@ -52,6 +52,7 @@ class OracleBaseline(torch.nn.Module):
         return self.values
 
 
+@pytest.mark.slow  # seconds of training or sampling: make test-fast skips it
 @pytest.mark.parametrize("baseline", ["none", "decaying_average", "neural"])
 def test_mean_gradient_matches_exact(baseline):
     elbo = ScoreFunctionELBO(baseline=baseline, baseline_hidden=(8,))
@@ -64,6 +65,7 @@ def test_mean_gradient_matches_exact(baseline):
         assert z.abs().max() < Z_THRESHOLD, (group, z)
 
 
+@pytest.mark.slow  # seconds of training or sampling: make test-fast skips it
 def test_baselines_reduce_variance():
     def guide_variance(elbo):
         est = gradient_estimates(elbo, model, guide, DATA, num_samples=25, groups=GROUPS)

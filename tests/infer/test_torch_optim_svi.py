@@ -67,6 +67,7 @@ def _vae_svi(elbo):
     return vae, TorchOptimSVI(vae.model, vae.guide, lambda ps: torch.optim.Adam(ps, lr=0.01), elbo)
 
 
+@pytest.mark.slow  # seconds of training or sampling: make test-fast skips it
 def test_state_dict_round_trip_continues_exactly():
     """Save after 3 steps, rebuild everything, load: the next steps equal an uninterrupted run."""
     from pyro_dvae.infer import GumbelSoftmaxELBO

@@ -120,6 +120,7 @@ def test_stochastic_beam_search_samples_without_replacement():
     )
 
 
+@pytest.mark.slow  # seconds of training or sampling: make test-fast skips it
 @pytest.mark.parametrize("model, guide, data, k", CASES, ids=IDS)
 def test_mean_gradient_matches_exact(model, guide, data, k):
     exact = flat_exact(model, guide, data)
@@ -128,6 +129,7 @@ def test_mean_gradient_matches_exact(model, guide, data, k):
     assert z.abs().max() < Z_THRESHOLD, z
 
 
+@pytest.mark.slow  # seconds of training or sampling: make test-fast skips it
 def test_naive_weights_fail_the_same_test(monkeypatch):
     """The test can fail: weighting the k distinct codes by p_i / sum_j p_j is biased."""
     exact = flat_exact(bernoulli_model, bernoulli_guide, BERNOULLI_DATA)
@@ -142,6 +144,7 @@ def test_naive_weights_fail_the_same_test(monkeypatch):
     assert z_scores(est, exact).abs().max() > Z_THRESHOLD
 
 
+@pytest.mark.slow  # seconds of training or sampling: make test-fast skips it
 @pytest.mark.parametrize("model, guide, data, k", CASES, ids=IDS)
 def test_variance_below_rloo_and_reinforce_with_the_same_samples(model, guide, data, k):
     """Total gradient variance, k model evaluations per step each. Measured at seed 0:
@@ -170,6 +173,7 @@ def test_refusals_are_one_line():
         UnorderedSetELBO(1)
 
 
+@pytest.mark.slow  # seconds of training or sampling: make test-fast skips it
 def test_k_equal_to_the_support_is_exact():
     """With k = every configuration of a datum the set is the whole support, w_i = q(s_i) and
     the estimate is the exact gradient at every draw."""

@@ -165,6 +165,7 @@ def test_score_function_gradient_of_the_guide_is_unbiased():
     _assert_within(grads["q"], exact_grads["q"], "q")
 
 
+@pytest.mark.slow  # seconds of training or sampling: make test-fast skips it
 def test_discrete_elbo_and_exact_log_likelihood_with_an_autoregressive_prior():
     p = autoregressive_params(N, D, B, seed=3)
     load_params(p, AR_PARAM_NAMES)

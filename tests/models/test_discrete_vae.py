@@ -116,6 +116,7 @@ def test_learned_vs_uniform_prior():
     assert "discrete_vae$$$decoder.0.weight" in pyro.get_param_store()
 
 
+@pytest.mark.slow  # seconds of training or sampling: make test-fast skips it
 @pytest.mark.parametrize(
     "latent, cls, dim", [("4b", "AutoregressiveBernoulli", 4), ("2x3", "AutoregressiveOneHot", 6)]
 )
@@ -220,6 +221,7 @@ def test_invalid_arguments(kwargs, fragment):
         DiscreteVAE(**kwargs)
 
 
+@pytest.mark.slow  # seconds of training or sampling: make test-fast skips it
 def test_evaluation_bounds_are_consistent_with_exact_log_likelihood():
     """On a DiscreteVAE: exact ELBO <= exact log p(x), IWAE(k=20000) ~= exact log p(x)."""
     torch.manual_seed(3)
@@ -276,6 +278,7 @@ def test_untrained_model_is_far_from_truth(synthetic):
     assert true_ll - _test_ll(vae, ds) > 3.0  # so the margins below are informative
 
 
+@pytest.mark.slow  # seconds of training or sampling: make test-fast skips it
 def test_training_exact_marginal_reaches_true_log_likelihood(synthetic):
     ds, true_ll = synthetic
     vae = _fresh_vae(0)
@@ -288,6 +291,7 @@ def test_training_exact_marginal_reaches_true_log_likelihood(synthetic):
     assert gap > -0.1  # cannot beat the true model by more than noise on 500 test points
 
 
+@pytest.mark.slow  # seconds of training or sampling: make test-fast skips it
 def test_training_gumbel_softmax_reaches_true_log_likelihood(synthetic):
     ds, true_ll = synthetic
     vae = _fresh_vae(0)

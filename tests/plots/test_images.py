@@ -48,6 +48,7 @@ def test_unbounded_values_use_automatic_colour_scale():
     assert fig.axes[0].images[0].get_clim() == (0.0, 1.0)
 
 
+@pytest.mark.slow  # seconds of training or sampling: make test-fast skips it
 @pytest.mark.parametrize("shape", [(8, 8), None])
 def test_latent_traversals(tmp_path, trained, shape):
     run, x = trained[0], trained[1]

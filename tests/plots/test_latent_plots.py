@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from _plot_checks import is_png as _is_png
 
 from pyro_dvae.plots import (
@@ -11,6 +12,7 @@ from pyro_dvae.plots import (
 )
 
 
+@pytest.mark.slow  # seconds of training or sampling: make test-fast skips it
 def test_code_usage_and_entropy(tmp_path, trained):
     probs = trained[3]
     fig = plot_code_usage(probs, tmp_path / "usage.png")

@@ -12,6 +12,7 @@ from pyro_dvae.plots import (
 )
 
 
+@pytest.mark.slow  # seconds of training or sampling: make test-fast skips it
 def test_plot_run_writes_every_figure_and_never_overwrites(tmp_path, run_dir):
     out = tmp_path / "figs"
     paths = plot_run(run_dir, out, max_observations=30)

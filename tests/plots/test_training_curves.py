@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from _plot_checks import is_png as _is_png
 from matplotlib.figure import Figure
 
@@ -37,6 +38,7 @@ def test_training_curve_minimal():
     assert isinstance(fig, Figure)
 
 
+@pytest.mark.slow  # seconds of training or sampling: make test-fast skips it
 def test_elbo_curves(tmp_path, trained):
     run = trained[0]
     fig = plot_elbo_curves(run.history, run.metrics, tmp_path / "elbo.png")

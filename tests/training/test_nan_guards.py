@@ -78,6 +78,7 @@ def test_nan_parameter_on_first_step_is_named(monkeypatch):
         train(tiny(), progress=False)
 
 
+@pytest.mark.slow  # seconds of training or sampling: make test-fast skips it
 def test_nan_in_data_names_the_batch_and_skip_mode_recovers(tmp_path, monkeypatch):
     _nan_in_data(monkeypatch, [2])
     with pytest.raises(

@@ -32,6 +32,7 @@ def _strip(m: dict) -> dict:
     return {k: v for k, v in m.items() if k not in TIMING_KEYS}
 
 
+@pytest.mark.slow  # seconds of training or sampling: make test-fast skips it
 @pytest.mark.parametrize(
     "kwargs",
     [
@@ -76,6 +77,7 @@ def test_resume_from_the_first_checkpoint(tmp_path):
     assert _strip(train(resume=tmp_path, progress=False)) == _strip(ref)
 
 
+@pytest.mark.slow  # seconds of training or sampling: make test-fast skips it
 def test_resume_refuses_other_data(tmp_path):
     from pyro_dvae.data import BinaryDataset
 
@@ -153,6 +155,7 @@ def test_resume_refuses_a_malicious_checkpoint(tmp_path):
 # ----------------------------------------------------------------------------- output dirs
 
 
+@pytest.mark.slow  # seconds of training or sampling: make test-fast skips it
 def test_existing_run_is_not_overwritten_without_force(tmp_path):
     train(tiny(), out_dir=tmp_path, progress=False)
     before = (tmp_path / "checkpoint.pt").read_bytes()
@@ -161,6 +164,7 @@ def test_existing_run_is_not_overwritten_without_force(tmp_path):
     assert (tmp_path / "checkpoint.pt").read_bytes() == before
 
 
+@pytest.mark.slow  # seconds of training or sampling: make test-fast skips it
 def test_force_keeps_old_checkpoint_until_new_run_has_one(tmp_path):
     from pyro_dvae.data import BinaryDataset
 

@@ -57,6 +57,7 @@ def test_confusion_matrix_counts_by_hand():
     assert confusion_matrix(predicted, labels, 3).tolist() == expected
 
 
+@pytest.mark.slow  # seconds of training or sampling: make test-fast skips it
 @pytest.mark.parametrize("estimator", ["enumerate", "gumbel-softmax"])
 def test_short_run_learns_and_writes_its_outputs(tmp_path, estimator):
     """8 epochs on the digits with 10 labels per class: far above chance (10%), outputs written

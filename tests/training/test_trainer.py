@@ -32,6 +32,7 @@ def test_tiny_run_metrics():
     json.dumps(m)
 
 
+@pytest.mark.slow  # seconds of training or sampling: make test-fast skips it
 def test_same_seed_same_numbers():
     a = train(tiny(), progress=False)
     b = train(tiny(), progress=False)
@@ -98,6 +99,7 @@ def test_cosine_lr_schedule_reaches_zero(monkeypatch):
     assert seen == pytest.approx(expected, abs=1e-12) and seen[-1] == 0.0
 
 
+@pytest.mark.slow  # seconds of training or sampling: make test-fast skips it
 def test_weight_decay_shrinks_the_weights():
     def norm(cfg):
         seen = {}
@@ -164,6 +166,7 @@ def test_test_metrics_are_those_without_dropout_or_noise():
     assert ours == evaluate_run(_without_dropout_or_noise(model), data, cfg)
 
 
+@pytest.mark.slow  # seconds of training or sampling: make test-fast skips it
 @pytest.mark.parametrize("estimator", ["gumbel-softmax", "st-gumbel", "gumbel-rao", "reinmax"])
 def test_kl_warmup_raises_the_kl_weight_linearly(estimator):
     seen = []
@@ -180,6 +183,7 @@ def test_kl_warmup_raises_the_kl_weight_linearly(estimator):
     assert seen == [1.0, 1.0]
 
 
+@pytest.mark.slow  # seconds of training or sampling: make test-fast skips it
 @pytest.mark.parametrize(
     "kwargs",
     [
