@@ -42,14 +42,15 @@ _BASE_HELP = {
 
 
 def register(sub: Any) -> None:
-    """Add the ``compare`` sub-command to ``sub`` (an argparse subparsers object).
+    """Add ``pyro-dvae compare`` (estimators against the exact answer) to ``sub``, an argparse
+    subparsers object; the shared training options come from
+    :class:`~pyro_dvae.training.TrainConfig`, the rest from
+    :class:`~pyro_dvae.comparison.CompareConfig`'s fields.
 
     Example:
-        >>> import argparse
-        >>> sub = argparse.ArgumentParser().add_subparsers()
-        >>> register(sub)
-        >>> "compare" in sub.choices
-        True
+        >>> from pyro_dvae.cli.main import build_parser
+        >>> build_parser().parse_args(["compare", "--seeds", "2"]).seeds
+        (0, 1)
     """
     from ..comparison import DEFAULT_ESTIMATORS, CompareConfig
     from ..training import TrainConfig

@@ -13,14 +13,14 @@ __all__ = ["register", "run"]
 
 
 def register(sub: Any) -> None:
-    """Add the ``export`` sub-command to ``sub`` (an argparse subparsers object).
+    """Add ``pyro-dvae export`` (a trained run as ArviZ data) to ``sub``, an argparse
+    subparsers object.
 
     Example:
-        >>> import argparse
-        >>> sub = argparse.ArgumentParser().add_subparsers()
-        >>> register(sub)
-        >>> "export" in sub.choices
-        True
+        >>> from pyro_dvae.cli.main import build_parser
+        >>> args = ["export", "runs/a", "--out", "a.nc", "--num-chains", "2"]
+        >>> build_parser().parse_args(args).num_chains
+        2
     """
     p = sub.add_parser(
         "export",

@@ -12,14 +12,13 @@ __all__ = ["register", "run"]
 
 
 def register(sub: Any) -> None:
-    """Add the ``plot`` sub-command to ``sub`` (an argparse subparsers object).
+    """Add ``pyro-dvae plot`` (every figure of a run or comparison directory) to ``sub``, an
+    argparse subparsers object.
 
     Example:
-        >>> import argparse
-        >>> sub = argparse.ArgumentParser().add_subparsers()
-        >>> register(sub)
-        >>> "plot" in sub.choices
-        True
+        >>> from pyro_dvae.cli.main import build_parser
+        >>> build_parser().parse_args(["plot", "runs/a", "--seed", "3"]).seed
+        3
     """
     p = sub.add_parser(
         "plot",

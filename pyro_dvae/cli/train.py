@@ -19,14 +19,13 @@ __all__ = ["register", "run"]
 
 
 def register(sub: Any) -> None:
-    """Add the ``train`` sub-command to ``sub`` (an argparse subparsers object).
+    """Add ``pyro-dvae train`` to ``sub``, an argparse subparsers object: one flag per
+    :class:`~pyro_dvae.training.TrainConfig` field (declared there), and the run-directory flags.
 
     Example:
-        >>> import argparse
-        >>> sub = argparse.ArgumentParser().add_subparsers()
-        >>> register(sub)
-        >>> "train" in sub.choices
-        True
+        >>> from pyro_dvae.cli.main import build_parser
+        >>> build_parser().parse_args(["train", "--particles", "2"]).num_particles
+        2
     """
     from ..training import TrainConfig
 

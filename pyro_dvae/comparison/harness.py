@@ -22,7 +22,7 @@ from ..errors import DVAEInputError
 from ..latent import LatentSpec
 from ..training import TrainConfig, train
 from ..utils.device import resolve_device
-from ..utils.options import option
+from ..utils.options import comma_list, option
 from .recorder import RunRecorder
 from .spec import EstimatorSpec, parse_specs
 
@@ -42,15 +42,7 @@ def number_list(text: str) -> tuple[float, ...]:
         >>> number_list("0.5, 1")
         (0.5, 1.0)
     """
-    try:
-        values = tuple(float(t) for t in text.replace(" ", "").split(",") if t)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"invalid list of numbers {text!r}; write comma-separated numbers, e.g. 0.25,0.5,1"
-        ) from None
-    if not values:
-        raise argparse.ArgumentTypeError(f"empty list {text!r}; write e.g. 0.25,0.5,1")
-    return values
+    return comma_list(text, float, "list of numbers", "0.25,0.5,1")
 
 
 def seed_list(text: str) -> tuple[int, ...]:

@@ -35,6 +35,7 @@ from ..errors import DVAEInputError
 __all__ = [
     "Option",
     "add_options",
+    "comma_list",
     "flag_names",
     "from_args",
     "hidden_sizes",
@@ -202,6 +203,25 @@ def to_flags(message: str, *classes: Any, extra: Mapping[str, str] | None = None
     return pattern.sub(swap, message)
 
 
+def comma_list(text: str, cast: Callable[[str], Any], what: str, example: str) -> tuple:
+    """``"a,b,c"`` -> ``(cast(a), cast(b), cast(c))``; an empty or unparsable list raises
+    :class:`argparse.ArgumentTypeError` naming ``what`` and ``example`` (for argparse types).
+
+    Example:
+        >>> comma_list("0.5, 1", float, "numbers", "0.25,0.5,1")
+        (0.5, 1.0)
+    """
+    try:
+        values = tuple(cast(t) for t in text.replace(" ", "").split(",") if t)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"invalid {what} {text!r}; write comma-separated {what}, e.g. {example}"
+        ) from None
+    if not values:
+        raise argparse.ArgumentTypeError(f"empty list {text!r}; write e.g. {example}")
+    return values
+
+
 def hidden_sizes(text: str) -> tuple[int, ...]:
     """``"256,128"`` -> ``(256, 128)``, an argparse ``type`` for hidden layer sizes.
 
@@ -209,13 +229,8 @@ def hidden_sizes(text: str) -> tuple[int, ...]:
         >>> hidden_sizes("256, 128")
         (256, 128)
     """
-    try:
-        sizes = tuple(int(t) for t in text.replace(" ", "").split(",") if t)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"invalid hidden sizes {text!r}; write comma-separated integers, e.g. 256,128"
-        ) from None
-    if not sizes or min(sizes) < 1:
+    sizes = comma_list(text, int, "hidden sizes", "256,128")
+    if min(sizes) < 1:
         raise argparse.ArgumentTypeError(f"hidden sizes must be integers >= 1, got {text!r}")
     return sizes
 
