@@ -35,9 +35,10 @@ def in_flag_terms(message: str) -> str:
         'learning rate must be > 0, got 0.0; pass e.g. --lr 1e-3'
     """
     from ..comparison import CompareConfig
-    from ..training import TrainConfig
+    from ..training import SemiSupervisedConfig, TrainConfig
 
-    return to_flags(message, TrainConfig, CompareConfig, extra=_TRAIN_KWARGS)
+    configs = (TrainConfig, CompareConfig, SemiSupervisedConfig)
+    return to_flags(message, *configs, extra=_TRAIN_KWARGS)
 
 
 def check_out_dir(path: Path, force: bool) -> Path:

@@ -9,11 +9,10 @@ from typing import Any
 import torch
 
 from ..training.semisupervised import (
-    SEMISUPERVISED_ESTIMATORS,
     SemiSupervisedConfig,
     train_semisupervised,
 )
-from ..utils.options import hidden_sizes
+from ..utils.options import add_options, from_args
 from ._options import check_out_dir
 
 __all__ = ["register", "run"]
@@ -28,7 +27,6 @@ def register(sub: Any) -> None:
         >>> build_parser().parse_args(["semisupervised", "--labels", "20"]).labels
         20
     """
-    d = SemiSupervisedConfig()
     p = sub.add_parser(
         "semisupervised",
         help="train the semi-supervised M2 model (class y summed exactly or relaxed)",
@@ -38,26 +36,7 @@ def register(sub: Any) -> None:
         "plots/ (accuracy curve, confusion matrix, samples of every class).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--dataset", choices=("digits", "mnist"), default=d.dataset, help="data")
-    p.add_argument("--data-dir", default=None, help="directory holding the MNIST files")
-    p.add_argument("--labels", type=int, default=d.labels, help="labelled images (same per class)")
-    p.add_argument("--label-seed", type=int, default=d.label_seed, help="which images are labelled")
-    p.add_argument(
-        "--estimator", choices=SEMISUPERVISED_ESTIMATORS, default=d.estimator, help="for y"
-    )
-    p.add_argument("--temperature", type=float, default=d.temperature, help="relaxed y only")
-    p.add_argument("--epochs", type=int, default=d.epochs, help="passes over the images")
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help="images per step")
-    p.add_argument(
-        "--labelled-every", type=int, default=d.labelled_every, help="labelled batch every N steps"
-    )
-    p.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate")
-    p.add_argument("--z-dim", type=int, default=d.z_dim, help="dimension of the style z")
-    p.add_argument(
-        "--hidden", type=hidden_sizes, default=d.hidden, metavar="H,H", help="hidden widths"
-    )
-    p.add_argument("--alpha", type=float, default=d.alpha, help="weight of log q(y|x) per label")
-    p.add_argument("--seed", type=int, default=d.seed, help="seed of the run")
+    add_options(p, SemiSupervisedConfig)  # every field, declared on the config
     p.add_argument("--threads", type=int, default=1, help="torch threads")
     p.add_argument("--out", default="runs/semisupervised", help="output directory")
     p.add_argument("--force", action="store_true", help="overwrite a non-empty --out")
@@ -67,22 +46,7 @@ def register(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Validate, train, print the summary; errors propagate as one-line DVAEInputErrors."""
-    config = SemiSupervisedConfig(
-        dataset=args.dataset,
-        data_dir=args.data_dir,
-        labels=args.labels,
-        label_seed=args.label_seed,
-        estimator=args.estimator,
-        temperature=args.temperature,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        labelled_every=args.labelled_every,
-        lr=args.lr,
-        z_dim=args.z_dim,
-        hidden=tuple(args.hidden),
-        alpha=args.alpha,
-        seed=args.seed,
-    )
+    config = from_args(SemiSupervisedConfig, args)
     config.validate()
     out = check_out_dir(Path(args.out), args.force)
     if args.threads >= 1:

@@ -19,7 +19,7 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ from ..errors import DVAEInputError
 from ..infer import EnumeratedELBO, GumbelSoftmaxELBO, TorchOptimSVI
 from ..models import SemiSupervisedVAE
 from ..utils.checkpoint import save_checkpoint
+from ..utils.options import hidden_sizes, option
 
 __all__ = [
     "SEMISUPERVISED_ESTIMATORS",
@@ -46,9 +47,14 @@ __all__ = [
 SEMISUPERVISED_ESTIMATORS = ("enumerate", "gumbel-softmax", "st-gumbel")
 
 
+def _opt(default: Any, help: str, **kwargs: Any) -> Any:  # noqa: A002
+    return field(default=default, metadata=option(help, **kwargs))
+
+
 @dataclass
 class SemiSupervisedConfig:
-    """Everything that defines a semi-supervised run (JSON-able, stored in ``metrics.json``).
+    """Everything that defines a semi-supervised run (JSON-able, stored in ``metrics.json``);
+    every field is a ``pyro-dvae semisupervised`` flag (declared here, in its metadata).
 
     Example:
         >>> SemiSupervisedConfig(labels=5).validate()
@@ -58,20 +64,20 @@ class SemiSupervisedConfig:
 (the same number per class), got 5; pass e.g. labels=100
     """
 
-    dataset: str = "digits"
-    data_dir: str | None = None
-    labels: int = 100
-    label_seed: int = 0
-    estimator: str = "enumerate"
-    temperature: float = 1.0
-    epochs: int = 20
-    batch_size: int = 100
-    labelled_every: int = 1
-    lr: float = 1e-3
-    z_dim: int = 50
-    hidden: tuple[int, ...] = (500,)
-    alpha: float = 200.0
-    seed: int = 0
+    dataset: str = _opt("digits", "data", choices=("digits", "mnist"))
+    data_dir: str | None = _opt(None, "directory holding the MNIST files")
+    labels: int = _opt(100, "labelled images (same per class)")
+    label_seed: int = _opt(0, "which images are labelled")
+    estimator: str = _opt("enumerate", "for y", choices=SEMISUPERVISED_ESTIMATORS)
+    temperature: float = _opt(1.0, "relaxed y only")
+    epochs: int = _opt(20, "passes over the images")
+    batch_size: int = _opt(100, "images per step")
+    labelled_every: int = _opt(1, "labelled batch every N steps")
+    lr: float = _opt(1e-3, "Adam learning rate")
+    z_dim: int = _opt(50, "dimension of the style z")
+    hidden: tuple[int, ...] = _opt((500,), "hidden widths", type=hidden_sizes, metavar="H,H")
+    alpha: float = _opt(200.0, "weight of log q(y|x) per label")
+    seed: int = _opt(0, "seed of the run")
 
     def validate(self, classes: int = 10) -> None:
         """Raise :class:`~pyro_dvae.errors.DVAEInputError` (one line) on a bad setting."""
