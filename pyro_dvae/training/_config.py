@@ -20,6 +20,7 @@ from typing import Any
 
 from ..errors import DVAEInputError, LatentSpaceTooLargeError
 from ..infer import ESTIMATORS, KL_CHOICES, estimator_names, get_estimator
+from ..infer.captured_step import CAPTURE_MODES
 from ..latent import LatentSpec
 from ..models.discrete_vae import LIKELIHOODS, PRIORS
 from ..utils.device import DEVICES, resolve_device
@@ -124,6 +125,14 @@ class TrainConfig:
     )
     max_nan_skips: int = _opt(
         10, "with --on-nan skip: stop after this many skipped updates", group=_OPT
+    )
+    compile: str = _opt(
+        "auto",
+        "capture the training step once and replay its tensor operations instead of running "
+        "Pyro's handlers every step (exact, checked against eager steps): auto where the "
+        "estimator allows it, on (an error where it does not), off",
+        choices=CAPTURE_MODES,
+        group=_OPT,
     )
 
     @classmethod

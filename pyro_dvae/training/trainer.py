@@ -355,6 +355,7 @@ def _build(
     parameters' initial values drawn from the RNG)."""
     from ..distributed import DataParallelSVI
     from ..infer import TorchOptimSVI, build_elbo
+    from ..infer.captured_step import supports_capture
     from ..models import DiscreteVAE
 
     model = DiscreteVAE(
@@ -394,5 +395,10 @@ def _build(
         if ctx.rank > 0:  # independent sampling noise per rank; rank 0 keeps the usual stream
             pyro.set_rng_seed(config.seed + 7919 * ctx.rank)
     else:
-        svi = TorchOptimSVI(model.model, model.guide, adam, elbo)
+        if config.compile == "on" and not supports_capture(elbo):
+            raise DVAEInputError(
+                f"estimator '{config.estimator}' keeps state between steps, so its step cannot "
+                "be captured and replayed; use compile='auto' or compile='off'"
+            )
+        svi = TorchOptimSVI(model.model, model.guide, adam, elbo, capture=config.compile)
     return model, elbo, schedule, svi
