@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import math
 
+import pyro
 import torch
 import torch.nn.functional as F
 from pyro.distributions import Independent
@@ -245,8 +246,9 @@ class UnorderedSetELBO(ELBO):
     ``OneHotCategorical``, under any ``.to_event`` / ``.expand`` / ``.mask``) are independent
     given the data (a factorized encoder, checked with Pyro's provenance tracking), there are no
     other guide latents, every guide site lies inside the data plates, and each datum has at
-    least k configurations. Cost: k + 1 guide runs and k model runs per step; the k! orders
-    make k above ~6 expensive.
+    least k configurations. Cost: two guide runs and one model run per step (the k codes
+    are a vectorized plate left of the model's plates, so the model must broadcast over it);
+    the k! orders make k above ~6 expensive.
 
     :param num_samples: k >= 2 codes per datum.
     :param max_plate_nesting: as for Pyro's ELBOs.
@@ -302,8 +304,9 @@ class UnorderedSetELBO(ELBO):
     def _get_trace(self, model, guide, args, kwargs):
         return self._run(model, guide, args, kwargs, {})
 
-    def _samples(self, model, guide, args, kwargs) -> list[dict[str, torch.Tensor]]:
-        """k value assignments of the guide's discrete sites, distinct per datum."""
+    def _samples(self, model, guide, args, kwargs) -> tuple[dict[str, torch.Tensor], int]:
+        """The k value assignments of the guide's discrete sites (distinct per datum), stacked
+        along a leading dim of size k, and the model's plate nesting."""
         self._check_factorized(guide, args, kwargs)
         model_trace, guide_trace = self._get_trace(model, guide, args, kwargs)
         plates = local_data_plates(model_trace, guide_trace, lead=0, name="the unordered set")
@@ -318,34 +321,45 @@ class UnorderedSetELBO(ELBO):
                 )
             layouts.append(_Layout(site["name"], site["fn"], plates))
         if not layouts:
-            return [{}]
+            raise DVAEInputError(
+                "the guide has no discrete latent site; the unordered set estimator samples "
+                "discrete codes: use Trace_ELBO"
+            )
         groups = [lo.log_probs[:, g] for lo in layouts for g in range(lo.groups)]
         codes = stochastic_beam_search(groups, self.num_samples)  # [N, k, G]
-        samples = []
-        for i in range(self.num_samples):
-            values, start = {}, 0
-            for lo in layouts:
-                values[lo.name] = lo.value(codes[:, i, start : start + lo.groups])
-                start += lo.groups
-            samples.append(values)
-        return samples
+        values, start = {}, 0
+        for lo in layouts:
+            part = codes[:, :, start : start + lo.groups]
+            values[lo.name] = torch.stack([lo.value(part[:, i]) for i in range(part.shape[1])])
+            start += lo.groups
+        return values, plates.max_plate_nesting
 
     def _estimate(self, model, guide, args, kwargs) -> tuple[torch.Tensor, torch.Tensor]:
         """Surrogate ELBO (gradient = the estimate) and the ELBO estimate, summed over data."""
-        samples = self._samples(model, guide, args, kwargs)
-        fs, log_qs = [], []
-        for values in samples:
-            model_trace, guide_trace = self._run(model, guide, args, kwargs, values)
-            plates = local_data_plates(model_trace, guide_trace, lead=0, name="the unordered set")
-            f, scores = per_datum_terms(
-                model_trace, guide_trace, plates, lead=0, detach_discrete_log_q=True
-            )
-            fs.append(f)
-            log_qs.append(sum(scores.values(), torch.zeros_like(f)))
-        if len(fs) == 1:
-            return fs[0].sum(), fs[0].detach().sum()
-        f = torch.stack(fs, -1)  # [N, k]
-        log_q = torch.stack(log_qs, -1)
+        values, nesting = self._samples(model, guide, args, kwargs)
+        k = self.num_samples
+
+        def vectorized(fn):  # the k codes as a plate left of the model's plates
+            def wrapped(*a, **kw):
+                with pyro.plate("unordered_set_samples", k, dim=-(nesting + 1)):
+                    return fn(*a, **kw)
+
+            return wrapped
+
+        model_trace, guide_trace = get_importance_trace(
+            "flat",
+            nesting + 1,
+            vectorized(model),
+            _FixedValues(values)(vectorized(guide)),  # set after the plate broadcasts
+            args,
+            kwargs,
+        )
+        plates = local_data_plates(model_trace, guide_trace, lead=1, name="the unordered set")
+        f, scores = per_datum_terms(
+            model_trace, guide_trace, plates, lead=1, detach_discrete_log_q=True
+        )
+        f = f.expand(k, plates.num_data).transpose(0, 1)  # [N, k]
+        log_q = sum(scores.values(), torch.zeros_like(f.transpose(0, 1))).transpose(0, 1)
         w, v = unordered_set_weights(log_q)
         baseline = (v * f.detach().unsqueeze(-2)).sum(-1)  # [N, k]
         surrogate = (w * (f + (f.detach() - baseline) * (log_q - log_q.detach()))).sum()
