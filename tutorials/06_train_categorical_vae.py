@@ -225,7 +225,7 @@ for name, m in results.items():
     window = max(1, min(50, len(loss) // 10))
     smooth = np.convolve(loss, np.ones(window) / window, mode="valid")
     axes[0].plot(smooth, label=name)
-    axes[1].plot(m["history"]["valid_step"], m["history"]["valid_nelbo"], "o-", ms=2, label=name)
+    axes[1].plot(m["history"]["valid_step"], m["history"]["valid_nelbo"], "o-", ms=4, label=name)
 axes[0].set_xlabel("step")
 axes[0].set_ylabel("training loss (nats/datum)")
 axes[0].set_title("Training objective (differs by KL choice)")
