@@ -39,4 +39,4 @@ docs:  ## HTML documentation in docs/_build/html (needs the docs extra; warnings
 	$(PYTHON) -m sphinx -W --keep-going -b html docs docs/_build/html
 
 clean:
-	rm -rf build dist *.egg-info .pytest_cache .ruff_cache docs/_build
+	rm -rf build dist *.egg-info .pytest_cache .ruff_cache docs/_build docs/tutorials docs/api/generated docs/sg_execution_times.rst

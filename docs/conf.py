@@ -9,6 +9,8 @@ time, so that they can never go stale:
   with the script and a Jupyter notebook to download. Unchanged scripts are not rerun (their
   MD5 is stored beside the generated page); ``-D plot_gallery=0`` builds without running any;
 * the command-line reference, from the argparse parser (``sphinx-argparse``).
+* the API reference, a page per public module (``sphinx.ext.autosummary``, ``docs/api/generated/``,
+  git-ignored; ``docs/api/index.rst`` lists the packages, their modules are found recursively).
 """
 
 from __future__ import annotations
@@ -29,6 +31,22 @@ if not os.environ.get("PYRO_DVAE_DOCS_FULL"):
 
 import pyro_dvae  # noqa: E402
 
+
+def _modules_named_like_members() -> list[str]:
+    """Public modules whose name is also a member their package exports (``pyro_dvae.infer.relax``
+    the module vs ``relax`` the function): their pages are not indexed, the member is."""
+    import importlib
+    import pkgutil
+
+    names = []
+    for info in pkgutil.walk_packages(pyro_dvae.__path__, "pyro_dvae."):
+        parent, _, leaf = info.name.rpartition(".")
+        if not any(p.startswith("_") for p in info.name.split(".")):
+            if leaf in getattr(importlib.import_module(parent), "__all__", ()):
+                names.append(info.name)
+    return names
+
+
 project = "pyro_dvae"
 author = "pyro_dvae developers"
 copyright = "2026, pyro_dvae developers"
@@ -36,12 +54,12 @@ release = version = pyro_dvae.__version__
 
 extensions = [
     "sphinx.ext.autodoc",
+    "sphinx.ext.autosummary",
     "sphinx.ext.napoleon",
     "sphinx.ext.mathjax",
     "sphinx.ext.viewcode",
     "sphinx_gallery.gen_gallery",
     "sphinxarg.ext",  # the command-line reference (docs/guide/cli.rst), from the parser
-    "api_pages",
 ]
 
 autodoc_member_order = "bysource"
@@ -51,7 +69,12 @@ napoleon_google_docstring = True
 napoleon_numpy_docstring = False
 napoleon_use_rtype = False
 
-templates_path: list[str] = []
+templates_path = ["_templates"]
+# The API reference: docs/api/index.rst lists pyro_dvae's packages; autosummary writes a page per
+# public module below them at build time (docs/api/generated/, git-ignored), with the template
+# _templates/autosummary/module.rst.
+autosummary_generate = True
+autosummary_context = {"no_index": _modules_named_like_members()}
 exclude_patterns = ["_build"]
 html_theme = "furo"
 html_title = f"pyro_dvae {release}"
