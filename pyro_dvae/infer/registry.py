@@ -3,7 +3,8 @@
 Every layer that needs to know about estimators reads this one table: :func:`build_elbo`, the
 command line's ``--estimator`` choices, :class:`~pyro_dvae.training.TrainConfig` validation
 (which KL modes, priors and options an estimator accepts), ``pyro-dvae compare`` spec options
-and the estimator table of the documentation (``tests/test_docs.py`` checks it lists them all).
+and the estimator tables of README.md and docs/guide/estimators.rst
+(``tests/infer/test_registry.py`` checks that they list every registered name).
 
 Registering a new estimator is one declaration, next to the built-in ones at the end of
 :mod:`pyro_dvae.infer.estimators` (so that it is registered whenever :mod:`pyro_dvae.infer` is
