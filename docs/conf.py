@@ -95,4 +95,5 @@ sphinx_gallery_conf = {
     "min_reported_time": 1,
     "abort_on_example_error": True,
     "show_signature": False,
+    "capture_repr": (),  # the scripts print what they mean to show; no Figure reprs
 }

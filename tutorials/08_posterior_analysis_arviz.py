@@ -147,7 +147,7 @@ for kl, (model, metrics) in models.items():
     save_inference_data(idata, out / f"idata_{kl}.nc", overwrite=True)
     idatas[kl] = idata
 idata = idatas["analytic"]
-print(f"exported groups: {', '.join(idata.groups())}")
+print("exported groups:", ", ".join(idata.groups()[:4]) + ",\n ", ", ".join(idata.groups()[4:]))
 print(f"posterior z dims: {dict(idata.posterior['z'].sizes)}")
 
 # %%
@@ -182,7 +182,7 @@ for g, ax in enumerate(axes[0]):
     ax.set_title(f"group {g}", fontsize=9)
     ax.set_xlabel("code")
 axes[0, 0].set_ylabel("probability")
-axes[0, -1].legend(fontsize=7)
+axes[0, -1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1))
 fig.suptitle("Test image 0: draws vs the exact posterior", fontsize=10)
 fig.tight_layout()
 save(fig, "08_one_posterior")

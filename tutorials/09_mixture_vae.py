@@ -328,7 +328,7 @@ def train_one(name: str, data, args: argparse.Namespace) -> dict:
 # each, so lower is better. Seconds per epoch are the median over epochs, training only.
 
 print(
-    f"GMVAE on the embedded digits ({data.num_train} train / {len(data.test)} test), "
+    f"GMVAE on the embedded digits ({data.num_train} train / {len(data.test)} test),\n"
     f"K = {args.clusters} clusters, z {args.z_dim}-d, hidden {args.hidden}, "
     f"{args.epochs} epochs of batch {args.batch_size}, seed {args.seed}"
 )
