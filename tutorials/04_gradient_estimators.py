@@ -123,10 +123,13 @@ for sigma in args.sigmas:
 
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
 sigma_min = min(args.sigmas)
-for sigma, name, _, _, g in by_hand:
-    if sigma == sigma_min:
-        lo, hi = torch.quantile(g[:10000], torch.tensor([0.005, 0.995])).tolist()
-        axes[0].hist(g.clamp(lo, hi).tolist(), bins=100, alpha=0.6, density=True, label=name)
+estimates = {name: g for sigma, name, _, _, g in by_hand if sigma == sigma_min}
+# common bins over the score function's 99% range: the pathwise estimates all fall in one or two
+lo, hi = torch.quantile(estimates["score function"][:10000], torch.tensor([0.005, 0.995]))
+bins = torch.linspace(float(lo), float(hi), 121).tolist()
+for name, color in (("score function", "C1"), ("pathwise", "C0")):
+    g = estimates[name].clamp(float(lo), float(hi))
+    axes[0].hist(g.tolist(), bins=bins, alpha=0.7, density=True, label=name, color=color)
 axes[0].axvline(2 * (mu0 - c), color="k", ls="--", lw=1, label="exact")
 axes[0].set_yscale("log")
 axes[0].set_xlabel(f"single-sample estimate of d/dmu (sigma = {sigma_min})")
