@@ -16,7 +16,13 @@ from pathlib import Path
 from ..errors import DVAEInputError
 from ..utils.options import to_flags
 
-__all__ = ["check_nproc", "check_out_dir", "in_flag_terms"]
+__all__ = [
+    "check_nproc",
+    "check_out_dir",
+    "check_writable_dir",
+    "check_writable_file",
+    "in_flag_terms",
+]
 
 #: keyword arguments of :func:`~pyro_dvae.training.train` that are flags of ``pyro-dvae train``
 _TRAIN_KWARGS = {
@@ -62,3 +68,51 @@ def check_nproc(nproc: int) -> None:
     """Refuse ``--nproc`` below 1."""
     if nproc < 1:
         raise DVAEInputError(f"--nproc must be >= 1, got {nproc}; pass e.g. --nproc 2")
+
+
+def check_writable_dir(path: Path, what: str = "--out") -> Path:
+    """Create ``path`` (and its parents) if needed and check that a file can be written in it,
+    before any work is done; a one-line error otherwise.
+
+    Example:
+        >>> check_writable_dir(Path("/proc/pyro-dvae-test"))  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        pyro_dvae.errors.DVAEInputError: cannot write into --out /proc/pyro-dvae-test (...); ...
+    """
+    import tempfile
+
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".pyro-dvae-probe-"):
+            pass
+    except OSError as e:
+        reason = e.strerror or type(e).__name__
+        raise DVAEInputError(
+            f"cannot write into {what} {path} ({reason}); choose a directory you can write to"
+        ) from None
+    return path
+
+
+def check_writable_file(path: Path, what: str = "--out") -> Path:
+    """Check that the file ``path`` can be written (its directory exists and takes a new file),
+    before any work is done; a one-line error otherwise.
+
+    Example:
+        >>> check_writable_file(Path("/proc/x.nc"))  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        pyro_dvae.errors.DVAEInputError: cannot write --out /proc/x.nc (...); ...
+    """
+    import tempfile
+
+    try:
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.probe-"):
+            pass
+    except OSError as e:
+        reason = e.strerror or type(e).__name__
+        raise DVAEInputError(
+            f"cannot write {what} {path} ({reason} in {path.parent}); choose a location you "
+            "can write to"
+        ) from None
+    return path

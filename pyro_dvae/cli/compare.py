@@ -11,7 +11,7 @@ from typing import Any
 from ..distributed import leave_process_group
 from ..errors import DVAEInputError
 from ..utils.options import add_options, from_args
-from ._options import check_nproc, check_out_dir
+from ._options import check_nproc, check_out_dir, check_writable_dir
 from .launch import launched_by_torchrun, relaunch_with_torchrun, torchrun_rank
 
 __all__ = ["register", "run"]
@@ -124,7 +124,7 @@ def _config(args: argparse.Namespace):
 
 def _out_dir(out: str | None, force: bool) -> Path:
     path = Path(out) if out is not None else Path("runs") / time.strftime("compare-%Y%m%d-%H%M%S")
-    return check_out_dir(path, force)
+    return check_writable_dir(check_out_dir(path, force))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -8,6 +8,7 @@ from typing import Any
 
 from ..errors import DVAEInputError
 from ..utils.options import positive_int
+from ._options import check_writable_file
 
 __all__ = ["register", "run"]
 
@@ -67,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
         )
     if not out.parent.is_dir():
         raise DVAEInputError(f"directory {out.parent} of --out does not exist; create it first")
+    check_writable_file(out)  # before the sampling, not after it
     if args.seed < 0:
         raise DVAEInputError(f"seed must be an integer >= 0, got {args.seed}")
     from ..analysis._arviz_compat import group_names  # imports ArviZ

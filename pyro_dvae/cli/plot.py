@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DVAEInputError
+from ._options import check_writable_dir
 
 __all__ = ["register", "run"]
 
@@ -50,6 +51,10 @@ def run(args: argparse.Namespace) -> int:
     root = Path(args.run_dir)
     if args.seed < 0:
         raise DVAEInputError(f"seed must be an integer >= 0, got {args.seed}")
+    if args.out is not None:  # before any figure is drawn
+        check_writable_dir(Path(args.out))
+    elif root.is_dir():
+        check_writable_dir(root, what="run directory")
     if root.is_dir() and not (root / CHECKPOINT_FILE).is_file():
         paths = plot_comparison_dir(root, args.out, overwrite=args.force)
     else:
