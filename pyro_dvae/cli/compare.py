@@ -10,7 +10,7 @@ from typing import Any
 
 from ..distributed import leave_process_group
 from ..errors import DVAEInputError
-from ..utils.options import add_options, from_args
+from ..utils.options import HelpFormatter, add_options, from_args
 from ._options import check_nproc, check_out_dir, check_writable_dir
 from .launch import launched_by_torchrun, relaunch_with_torchrun, torchrun_rank
 
@@ -65,7 +65,7 @@ def register(sub: Any) -> None:
         "(mean and SD over seeds) in results.md, CSV and JSON files and PNG plots in --out. "
         "An estimator spec is NAME[:KEY=VALUE...] with keys tau, kl, particles, samples "
         "(gumbel-rao) and lr, e.g. gumbel-softmax:tau=0.5:kl=analytic.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     groups = {title: p.add_argument_group(title) for title in _GROUPS}
     g = groups["what to compare"]

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DVAEInputError
-from ..utils.options import positive_int
+from ..utils.options import HelpFormatter, positive_int
 from ._options import check_writable_file
 
 __all__ = ["register", "run"]
@@ -29,11 +29,16 @@ def register(sub: Any) -> None:
         description="Sample q(z|x), p(x|z) and the prior of a trained run on a data split and "
         "write ArviZ data (posterior, posterior_predictive, log_likelihood, prior, "
         "prior_predictive, observed_data, constant_data, training) to a netCDF file.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument("run_dir", metavar="RUN_DIR", help="directory written by 'pyro-dvae train'")
     p.add_argument("--out", required=True, metavar="FILE.nc", help="netCDF file to write")
-    p.add_argument("--split", choices=("train", "valid", "test"), default="test")
+    p.add_argument(
+        "--split",
+        choices=("train", "valid", "test"),
+        default="test",
+        help="data split whose observations are exported",
+    )
     p.add_argument(
         "--num-observations",
         type=positive_int,
@@ -42,7 +47,7 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--num-samples", type=positive_int, default=100, help="draws per chain")
     p.add_argument("--num-chains", type=positive_int, default=4, help="independent sample streams")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the draws")
     p.add_argument("--force", action="store_true", help="overwrite an existing --out file")
     p.set_defaults(run=run)
 

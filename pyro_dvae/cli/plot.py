@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DVAEInputError
+from ..utils.options import HelpFormatter
 from ._options import check_writable_dir
 
 __all__ = ["register", "run"]
@@ -28,7 +29,7 @@ def register(sub: Any) -> None:
         "reconstructions, prior samples, latent traversals, code usage, posterior entropy and "
         "(for labelled data) code vs label. For a directory of runs (sub-directories with a "
         "metrics.json), write their learning curves instead.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument("run_dir", metavar="RUN_DIR", help="directory written by 'pyro-dvae train'")
     p.add_argument("--out", default=None, metavar="DIR", help="default: RUN_DIR/plots")

@@ -12,7 +12,7 @@ from ..training.semisupervised import (
     SemiSupervisedConfig,
     train_semisupervised,
 )
-from ..utils.options import add_options, from_args
+from ..utils.options import HelpFormatter, add_options, from_args
 from ._options import check_out_dir
 
 __all__ = ["register", "run"]
@@ -34,7 +34,7 @@ def register(sub: Any) -> None:
         "exactly (enumerate) or relaxed (gumbel-softmax, st-gumbel) on the unlabelled ones. "
         "Writes metrics.json (test accuracy, confusion matrix), history.csv, model.pt and "
         "plots/ (accuracy curve, confusion matrix, samples of every class).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     add_options(p, SemiSupervisedConfig)  # every field, declared on the config
     p.add_argument("--threads", type=int, default=1, help="torch threads")

@@ -13,7 +13,7 @@ import torch
 from ..distributed import leave_process_group
 from ..errors import DVAEInputError
 from ..latent import LatentSpec
-from ..utils.options import add_options, flag_names, from_args
+from ..utils.options import HelpFormatter, add_options, flag_names, from_args
 from ..utils.threads import resolve_threads
 from ._options import check_nproc, check_out_dir
 from .launch import launched_by_torchrun, relaunch_with_torchrun, torchrun_rank
@@ -37,7 +37,7 @@ def register(sub: Any) -> None:
         help="train a discrete VAE and evaluate it (nats/datum)",
         description="Train a discrete VAE, evaluate the test set (-ELBO, IWAE and exact NLL in "
         "nats/datum) and write metrics.json, checkpoint.pt and plots to --out.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     titles = ("data and model", "estimator", "optimization", "evaluation and output")
     groups = {title: p.add_argument_group(title) for title in titles}

@@ -115,7 +115,9 @@ class CompareConfig:
         metavar="SECONDS",
         group=_WHAT,
     )
-    eval_every: int | None = _opt(None, "default: steps / 20", type=int, group=_EVAL)
+    eval_every: int | None = _opt(
+        None, "test-set evaluation interval in steps (default: --steps / 20)", type=int, group=_EVAL
+    )
     eval_size: int = _opt(1000, "test points for curves", group=_EVAL)
     diag_at: tuple[float, ...] = _opt(
         (0.1, 0.5),

@@ -63,15 +63,34 @@ class TrainConfig:
     """
 
     dataset: str = _opt("digits", "dataset to train on", choices=DATASETS, group=_DATA)
-    data_dir: str | None = _opt(None, "directory holding the MNIST files", group=_DATA)
+    data_dir: str | None = _opt(
+        None, "directory holding the MNIST files (--dataset mnist only)", group=_DATA
+    )
     latent: str = _opt("4x8", "'NxK' categorical groups (e.g. 4x8) or 'Nb' Bernoulli", group=_DATA)
-    estimator: str = _opt("gumbel-softmax", choices=lambda: ESTIMATORS, group=_EST)
+    estimator: str = _opt(
+        "gumbel-softmax",
+        "gradient estimator for the discrete latents: relaxed (gumbel-softmax, st-gumbel, "
+        "gumbel-rao, reinmax), exact sums over every code (enumerate, exact) or score-function "
+        "family (the rest); see the estimators guide",
+        choices=lambda: ESTIMATORS,
+        group=_EST,
+    )
     kl: str = _opt("analytic", "KL term of relaxed estimators", choices=KL_CHOICES, group=_EST)
-    temperature: float = _opt(1.0, "initial tau", group=_EST)
-    schedule: str = _opt("constant", choices=SCHEDULES, group=_EST)
-    anneal_rate: float = _opt(3e-5, "tau decay rate", group=_EST)
-    anneal_every: int = _opt(1000, "steps per update", group=_EST)
-    tau_min: float = _opt(0.5, "lowest tau", group=_EST)
+    temperature: float = _opt(
+        1.0, "temperature tau of the relaxed estimators (the start of --schedule)", group=_EST
+    )
+    schedule: str = _opt(
+        "constant",
+        "tau over the run: constant, or exponential: tau = max(--tau-min, --temperature * "
+        "exp(-rate * step)), updated every --anneal-every steps",
+        choices=SCHEDULES,
+        group=_EST,
+    )
+    anneal_rate: float = _opt(3e-5, "tau decay rate per step (--schedule exponential)", group=_EST)
+    anneal_every: int = _opt(
+        1000, "update tau every this many steps (--schedule exponential)", group=_EST
+    )
+    tau_min: float = _opt(0.5, "lowest tau (--schedule exponential)", group=_EST)
     kl_warmup: int = _opt(
         0,
         "raise the KL weight linearly from 0 to 1 over this many steps (relaxed estimators; "
@@ -79,9 +98,11 @@ class TrainConfig:
         metavar="STEPS",
         group=_EST,
     )
-    epochs: int = _opt(100, group=_OPT)
-    max_steps: int | None = _opt(None, "stop after this many steps", type=int, group=_OPT)
-    batch_size: int = _opt(100, group=_OPT)
+    epochs: int = _opt(100, "passes over the training set", group=_OPT)
+    max_steps: int | None = _opt(
+        None, "stop after this many steps (default: --epochs alone)", type=int, group=_OPT
+    )
+    batch_size: int = _opt(100, "training data points per step", group=_OPT)
     lr: float = _opt(1e-3, "Adam learning rate", group=_OPT)
     lr_schedule: str = _opt(
         "constant",
@@ -100,21 +121,46 @@ class TrainConfig:
         "probability of flipping each pixel the encoder sees in training (denoising)",
         group=_OPT,
     )
-    seed: int = _opt(0, group=_OPT)
-    device: str = _opt("cpu", choices=DEVICES, group=_OPT)
+    seed: int = _opt(
+        0,
+        "seed of the initial weights, data order and samples (same seed, same numbers)",
+        group=_OPT,
+    )
+    device: str = _opt("cpu", "where to train: cpu or cuda", choices=DEVICES, group=_OPT)
     encoder_hidden: tuple[int, ...] = _opt(
-        (256, 128), type=hidden_sizes, metavar="H,H", group=_DATA
+        (256, 128),
+        "hidden layer widths of the encoder, comma separated",
+        type=hidden_sizes,
+        metavar="H,H",
+        group=_DATA,
     )
     decoder_hidden: tuple[int, ...] | None = _opt(
-        None, "default: mirror", type=hidden_sizes, metavar="H,H", group=_DATA
+        None,
+        "hidden layer widths of the decoder (default: the encoder's, reversed)",
+        type=hidden_sizes,
+        metavar="H,H",
+        group=_DATA,
     )
-    prior: str = _opt("uniform", choices=PRIORS, group=_DATA)
-    likelihood: str = _opt("bernoulli", choices=LIKELIHOODS, group=_DATA)
+    prior: str = _opt(
+        "uniform",
+        "p(z): uniform, learned (trainable logits) or autoregressive (learned, models "
+        "correlated codes; hard-sample estimators with --kl analytic)",
+        choices=PRIORS,
+        group=_DATA,
+    )
+    likelihood: str = _opt(
+        "bernoulli",
+        "p(x|z): bernoulli (binary data) or normal (learned per-feature scale)",
+        choices=LIKELIHOODS,
+        group=_DATA,
+    )
     num_particles: int = _opt(1, "samples per datum per step", flag="--particles", group=_EST)
     gumbel_rao_samples: int = _opt(
         10, "conditional Gumbel samples of --estimator gumbel-rao", group=_EST
     )
-    iwae_samples: int = _opt(1000, "samples per datum for IWAE", group=_OUT)
+    iwae_samples: int = _opt(
+        1000, "importance samples per test datum of the IWAE bound on the NLL", group=_OUT
+    )
     max_configurations: int = _opt(2**20, cli=False)
     on_nan: str = _opt(
         "stop",

@@ -33,6 +33,7 @@ from typing import Any
 from ..errors import DVAEInputError
 
 __all__ = [
+    "HelpFormatter",
     "Option",
     "add_options",
     "comma_list",
@@ -84,6 +85,36 @@ def option(
     return {_KEY: Option(help, flag, type, choices, metavar, group, cli)}
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Help that ends with ``(default: X)`` once: not where the help text states its default
+    itself (``default: ...``), nor for flags without a value or ``None`` defaults; a tuple
+    default is written as typed (``256,128``).
+
+    Example:
+        >>> p = argparse.ArgumentParser(prog="p", formatter_class=HelpFormatter)
+        >>> _ = p.add_argument("--hidden", default=(256, 128), help="widths")
+        >>> _ = p.add_argument("--out", default=None, help="directory (default: runs/<time>)")
+        >>> " ".join(p.format_help().split()[-8:])
+        'widths (default: 256,128) --out OUT directory (default: runs/<time>)'
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        if (
+            not text
+            or re.search(r"\bdefault\b", text, re.IGNORECASE)
+            or action.nargs == 0
+            or default is None
+            or default is argparse.SUPPRESS
+            or not (action.option_strings or action.nargs in (argparse.OPTIONAL, "*"))
+        ):
+            return action.help
+        if isinstance(default, tuple | list):
+            default = ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in default)
+        return f"{text} (default: {str(default).replace('%', '%%')})"
+
+
 def _options(cls: Any) -> dict[str, tuple[Any, Option]]:
     """``{field name: (dataclass field, Option)}`` of the fields that are command-line options."""
     out = {}
@@ -122,9 +153,9 @@ def add_options(
     """Add the options of dataclass ``cls`` (those in ``names``, default all) to ``parser``.
 
     Defaults come from ``defaults`` (an instance) or the field defaults; ``help`` overrides the
-    declared help per field. Each argument goes to ``group`` if given, else to the argparse
-    group named by its declaration (created once, kept in ``groups``, which is returned), else to
-    ``parser`` itself. The parsed value lands in ``args.<field name>``.
+    declared help per field (``None``: keep it). Each argument goes to ``group`` if given, else
+    to the argparse group named by its declaration (created once, kept in ``groups``, which is
+    returned), else to ``parser`` itself. The parsed value lands in ``args.<field name>``.
 
     Example:
         >>> from pyro_dvae.training import TrainConfig
@@ -147,7 +178,7 @@ def add_options(
             kwargs["choices"] = tuple(choices)
         else:
             kwargs["type"] = opt.type or (type(default) if default is not None else str)
-        text = (help or {}).get(name, opt.help)
+        text = (help or {}).get(name) or opt.help
         if text is not None:
             kwargs["help"] = text
         if opt.metavar is not None:
