@@ -85,8 +85,16 @@ def format_markdown(result: dict[str, Any]) -> str:
         f"- target: {metric_name} <= {target['value']:.2f} ({how}); steps and seconds to reach "
         f"it are read off learning curves evaluated every {result['eval_every']} steps "
         f"(training clock; the harness's evaluation time excluded), mean over runs that reached it",
-        "",
     ]
+    collapse = result.get("collapse") or {}
+    if collapse.get("stuck"):
+        lines.append(
+            f"- note: no estimator ended meaningfully below {collapse['nll']:.2f}, the test NLL of "
+            "independent pixel frequencies (a model that ignores z; where a collapsed posterior "
+            "sits): the budget left every estimator at the collapsed start, so the table cannot "
+            "rank them and reaching the target means nothing; raise --steps"
+        )
+    lines.append("")
     rows = []
     for est in result["estimators"]:
         s = est["summary"]
