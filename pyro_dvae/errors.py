@@ -6,7 +6,7 @@ command line can print it as is and exit with status 2.
 
 from __future__ import annotations
 
-__all__ = ["DVAEInputError", "LatentSpaceTooLargeError", "NonFiniteLossError"]
+__all__ = ["DVAEInputError", "DVAEWriteError", "LatentSpaceTooLargeError", "NonFiniteLossError"]
 
 
 class DVAEInputError(ValueError):
@@ -18,6 +18,36 @@ class DVAEInputError(ValueError):
         ...
         pyro_dvae.errors.DVAEInputError: temperature must be > 0, got -1.0; pass a positive value
     """
+
+
+class DVAEWriteError(DVAEInputError):
+    """A file could not be written (no space left, read-only filesystem, quota): one line naming
+    what could not be written, where, and what was kept. Every write of the package is atomic, so
+    the previous file (the last good checkpoint) is intact. The command line exits with status 2.
+
+    :ivar path: the file that could not be written.
+    :ivar reason: the operating system's reason (``strerror``).
+    :ivar what: what the file is (``"checkpoint"``, ``"figure"``, ...).
+
+    Example:
+        >>> e = DVAEWriteError("could not write metrics run/metrics.json (No space left on "
+        ...                    "device)", path="run/metrics.json", reason="No space left on device")
+        >>> isinstance(e, DVAEInputError), e.reason
+        (True, 'No space left on device')
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: object = None,
+        reason: str | None = None,
+        what: str = "file",
+    ) -> None:
+        super().__init__(message)
+        self.path = path
+        self.reason = reason
+        self.what = what
 
 
 class LatentSpaceTooLargeError(DVAEInputError):

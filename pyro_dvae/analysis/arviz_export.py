@@ -491,6 +491,9 @@ def export_run(
 def save_inference_data(idata: Any, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
     """Write ``idata`` to a netCDF file (atomically); refuse to replace a file unless asked.
 
+    Written into a run directory, under its lock (:func:`~pyro_dvae.utils.files.lock_owner`);
+    an :class:`OSError` while writing raises :class:`~pyro_dvae.errors.DVAEWriteError`.
+
     Example:
         >>> save_inference_data(idata, "run.nc")  # doctest: +SKIP
         PosixPath('run.nc')
@@ -502,13 +505,10 @@ def save_inference_data(idata: Any, path: str | os.PathLike, *, overwrite: bool 
         raise DVAEInputError(f"{path} already exists; pass --force to overwrite it")
     if not path.parent.is_dir():
         raise DVAEInputError(f"directory {path.parent} does not exist; create it first")
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
+    from ..utils.files import atomic_path, lock_owner
+
+    with lock_owner(path.parent), atomic_path(path, what="netCDF file") as tmp:
         idata.to_netcdf(str(tmp))
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 

@@ -1,7 +1,9 @@
 """Rebuild a trained :class:`~pyro_dvae.models.DiscreteVAE` from a ``pyro-dvae train`` run.
 
 A run directory holds ``checkpoint.pt`` (weights, config; written after every epoch) and, once
-training has finished, ``metrics.json`` (config, test metrics and the training ``history``).
+training has finished, ``metrics.json`` (config and test metrics) and ``history.jsonl`` (the
+training history, one step a line; runs written before it kept the history in
+``metrics.json``, which is still read).
 The checkpoint is read with :func:`pyro_dvae.utils.load_checkpoint`, which refuses files that
 would need to execute code to load.
 """
@@ -19,6 +21,7 @@ import torch
 from ..errors import DVAEInputError
 from ..models import DiscreteVAE
 from ..utils import load_checkpoint
+from ..utils.files import read_history
 
 __all__ = ["CHECKPOINT_FILE", "METRICS_FILE", "TrainedRun", "load_run", "run_directory"]
 
@@ -35,6 +38,7 @@ class TrainedRun:
     :ivar config: the training config (a :class:`~pyro_dvae.training.TrainConfig` as a dict).
     :ivar metrics: the contents of ``metrics.json`` (empty if training did not finish).
     :ivar step: the training step the checkpoint was written at.
+    :ivar saved_history: the contents of ``history.jsonl`` (see :attr:`history`).
 
     Example:
         >>> run = load_run("runs/default")  # doctest: +SKIP
@@ -47,11 +51,13 @@ class TrainedRun:
     config: dict[str, Any]
     metrics: dict[str, Any] = field(default_factory=dict)
     step: int = 0
+    saved_history: dict[str, list] = field(default_factory=dict, repr=False)
 
     @property
     def history(self) -> dict[str, list[float]]:
-        """Per-step ``loss`` / ``tau`` and per-epoch ``valid_step`` / ``valid_nelbo``."""
-        return dict(self.metrics.get("history") or {})
+        """Per-step ``loss`` / ``tau`` and per-epoch ``valid_step`` / ``valid_nelbo`` (from
+        ``history.jsonl``, or from ``metrics.json`` for runs written before it existed)."""
+        return dict(self.saved_history or self.metrics.get("history") or {})
 
     def load_data(self) -> Any:
         """The :class:`~pyro_dvae.data.BinaryDataset` the run was trained on.
@@ -165,4 +171,5 @@ def load_run(run_dir: str | os.PathLike) -> TrainedRun:
             f"checkpoint in {path} does not match its config ({msg}); re-run training"
         ) from None
     model.eval()
-    return TrainedRun(path, model, config, metrics, int(checkpoint.get("step", 0)))
+    history = read_history(path, metrics)
+    return TrainedRun(path, model, config, metrics, int(checkpoint.get("step", 0)), history)

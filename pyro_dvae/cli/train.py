@@ -13,6 +13,7 @@ import torch
 from ..distributed import leave_process_group
 from ..errors import DVAEInputError
 from ..latent import LatentSpec
+from ..utils.files import check_not_locked
 from ..utils.options import HelpFormatter, add_options, flag_names, from_args
 from ..utils.threads import resolve_threads
 from ._options import check_nproc, check_out_dir
@@ -98,6 +99,7 @@ def _out_dir(out: str | None, config: Any, force: bool) -> Path:
         path = Path("runs") / f"{stamp}-{config.dataset}-{config.latent}-{config.estimator}"
     else:
         path = Path(out)
+    check_not_locked(path)  # a live run there: say so, whatever --force says
     return check_out_dir(path, force)
 
 
@@ -124,7 +126,7 @@ def _summary(m: dict[str, Any], out: Path) -> str:
             f"  {'test KL(q || p)':<24}{_fmt(m['test_kl'])}, {m['active_groups']} of {groups} "
             f"latent groups active (mean KL > {m['eval']['active_kl_threshold']} nats)"
         )
-    lines.append(f"wrote {out}/ (metrics.json, checkpoint.pt, *.png)")
+    lines.append(f"wrote {out}/ (metrics.json, history.jsonl, checkpoint.pt, *.png)")
     return "\n".join(lines)
 
 
@@ -208,14 +210,15 @@ def run(args: argparse.Namespace) -> int:
     except TrainingInterrupted as e:
         print(f"pyro-dvae: {e}", file=sys.stderr)
         return 128 + e.signum
-    except OSError as e:  # e.g. disk full while writing a checkpoint: the last one is intact
-        name = f" ({e.filename})" if getattr(e, "filename", None) else ""
+    except OSError as e:  # not one of the package's writes (those raise DVAEWriteError)
+        name = f" {e.filename}" if getattr(e, "filename", None) else ""
         print(
-            f"pyro-dvae: error: {e.strerror or e}{name}; free space or fix permissions, then "
-            f"continue with --resume {out} (its last complete checkpoint, if any, is intact)",
+            f"pyro-dvae: error: could not write{name} ({e.strerror or type(e).__name__}); free "
+            f"space or fix permissions, then continue with --resume {out} (its last complete "
+            "checkpoint, if any, is kept)",
             file=sys.stderr,
         )
-        return 1
+        return 2
     finally:
         leave_process_group(ok=metrics is not None)
     if rank > 0:

@@ -16,6 +16,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
+from ..utils.files import save_figure
 from .summary import curve_metric
 
 __all__ = ["save_learning_curves", "save_temperature_sweep"]
@@ -96,7 +97,7 @@ def save_learning_curves(result: dict[str, Any], path: str | Path) -> Path:
     rows = math.ceil(len(labels) / ncol)
     fig.subplots_adjust(left=0.07, right=0.98, top=0.88, wspace=0.06, bottom=0.12 + 0.045 * rows)
     path = Path(path)
-    fig.savefig(path, dpi=_DPI)
+    save_figure(fig, path, dpi=_DPI)
     return path
 
 
@@ -180,5 +181,5 @@ def save_temperature_sweep(result: dict[str, Any], path: str | Path) -> Path | N
     fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), frameon=False)
     fig.subplots_adjust(left=0.09, right=0.98, top=0.89, bottom=0.13, hspace=0.25, wspace=0.18)
     path = Path(path)
-    fig.savefig(path, dpi=_DPI)
+    save_figure(fig, path, dpi=_DPI)
     return path

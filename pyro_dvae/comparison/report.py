@@ -12,11 +12,12 @@ Files written by :func:`write_results`:
 from __future__ import annotations
 
 import csv
-import json
+import io
 import math
 from pathlib import Path
 from typing import Any
 
+from ..utils.files import run_lock, write_json, write_text
 from .summary import SCALAR_METRICS
 
 __all__ = ["format_markdown", "write_results"]
@@ -170,24 +171,32 @@ def _clean(value: Any) -> Any:
 
 
 def _write_csv(path: Path, fields: tuple[str, ...] | list[str], rows: list[dict]) -> None:
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(fields), extrasaction="ignore")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: "" if row.get(k) is None else row.get(k) for k in fields})
+    buf = io.StringIO(newline="")
+    writer = csv.DictWriter(buf, fieldnames=list(fields), extrasaction="ignore")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: "" if row.get(k) is None else row.get(k) for k in fields})
+    write_text(path, buf.getvalue(), what="comparison table")
 
 
 def write_results(result: dict[str, Any], out_dir: str | Path, plots: bool = True) -> list[Path]:
     """Write every file of a summarized comparison into ``out_dir``; returns their paths.
 
+    Each file is written atomically, under the lock of ``out_dir``
+    (:func:`~pyro_dvae.utils.files.run_lock`: another process writing there is refused).
+
     Example:
         >>> paths = write_results(summarize(run_comparison(...)), "runs/compare")  # doctest: +SKIP
     """
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    with run_lock(out, create=True):
+        return _write_results(result, out, plots)
+
+
+def _write_results(result: dict[str, Any], out: Path, plots: bool) -> list[Path]:
     written = [out / "results.md", out / "results.csv", out / "runs.csv"]
     written += [out / "curves.csv", out / "gradients.csv", out / "results.json"]
-    written[0].write_text(format_markdown(result))
+    write_text(written[0], format_markdown(result), what="comparison report")
     summary_fields = ["estimator", "runs", "reached"]
     summary_fields += [f"{m}_{stat}" for m in SCALAR_METRICS for stat in ("mean", "sd")]
     summary_rows, run_rows, curve_rows, grad_rows = [], [], [], []
@@ -210,9 +219,7 @@ def write_results(result: dict[str, Any], out_dir: str | Path, plots: bool = Tru
     _write_csv(written[2], _RUN_FIELDS, run_rows)
     _write_csv(written[3], ("spec", "seed", "step", "seconds", "nll_exact", "nelbo"), curve_rows)
     _write_csv(written[4], _GRAD_FIELDS, grad_rows)
-    with open(written[5], "w") as f:
-        json.dump(_clean(result), f, indent=1, allow_nan=False)
-        f.write("\n")
+    write_json(written[5], _clean(result), what="comparison results", indent=1, allow_nan=False)
     if plots:
         from .plotting import save_learning_curves, save_temperature_sweep
 

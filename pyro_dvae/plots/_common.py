@@ -30,9 +30,11 @@ def unit_limits(*arrays: np.ndarray) -> dict[str, float | None]:
 
 
 def save(fig: Figure, path: str | os.PathLike | None) -> Figure:
-    """Save ``fig`` as a PNG at ``path`` (if given) and return it."""
+    """Save ``fig`` as a PNG at ``path`` (if given, atomically) and return it."""
     if path is not None:
-        fig.savefig(path, dpi=100, bbox_inches="tight")
+        from ..utils.files import save_figure
+
+        save_figure(fig, path, dpi=100, bbox_inches="tight")
     return fig
 
 

@@ -11,6 +11,7 @@ import torch
 
 from ..errors import DVAEInputError
 from ..utils import fixed_seed
+from ..utils.files import lock_owner, read_history
 from ._common import plt
 
 __all__ = ["RUN_FIGURES", "plot_comparison_dir", "plot_run"]
@@ -74,7 +75,6 @@ def plot_run(
         labels = None if labels is None else labels[:max_observations]
     names = [n for n in RUN_FIGURES if n != "code_vs_label.png" or labels is not None]
     paths = _targets(out, names, overwrite)
-    out.mkdir(parents=True, exist_ok=True)
     model, shape = run.model, data.image_shape
     with torch.no_grad(), fixed_seed(seed):
         recon = model.reconstruct(x[:10])
@@ -90,8 +90,10 @@ def plot_run(
         "posterior_entropy.png": lambda p: plot_posterior_entropy(probs, p),
         "code_vs_label.png": lambda p: plot_code_vs_label(probs, labels, p),
     }
-    for name, path in paths.items():
-        plt.close(makers[name](path))
+    with lock_owner(out):  # a second writer into the run is refused
+        out.mkdir(parents=True, exist_ok=True)
+        for name, path in paths.items():
+            plt.close(makers[name](path))
     return paths
 
 
@@ -118,8 +120,8 @@ def plot_comparison_dir(
         except (OSError, json.JSONDecodeError):
             raise DVAEInputError(f"{sub / 'metrics.json'} is not readable JSON") from None
         label = str(metrics.get("estimator") or sub.name)
-        curves[label if label not in curves else f"{label} ({sub.name})"] = (
-            metrics.get("history") or {}
+        curves[label if label not in curves else f"{label} ({sub.name})"] = read_history(
+            sub, metrics
         )
     if not curves:
         raise DVAEInputError(
@@ -128,6 +130,7 @@ def plot_comparison_dir(
         )
     out = Path(out_dir) if out_dir is not None else root / "plots"
     paths = _targets(out, ["learning_curves.png"], overwrite)
-    out.mkdir(parents=True, exist_ok=True)
-    plt.close(plot_learning_curves(curves, paths["learning_curves.png"]))
+    with lock_owner(out):
+        out.mkdir(parents=True, exist_ok=True)
+        plt.close(plot_learning_curves(curves, paths["learning_curves.png"]))
     return paths

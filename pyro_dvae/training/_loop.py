@@ -9,13 +9,15 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..errors import DVAEInputError
+from ..errors import DVAEInputError, DVAEWriteError
 from ..utils.checkpoint import (
     CHECKPOINT_NAME,
     RUN_OUTPUTS,
@@ -24,8 +26,8 @@ from ..utils.checkpoint import (
     load_checkpoint,
     refuse_existing_run,
     resume_config,
-    write_json,
 )
+from ..utils.files import HISTORY_NAME, run_lock, write_history, write_json
 from ..utils.options import require_positive_int
 from ._config import TrainConfig
 from ._limits import _check_model_size
@@ -55,7 +57,9 @@ def train(
     :mod:`pyro_dvae.comparison` for learning curves and wall-clock budgets). The same config and
     seed give the same numbers.
 
-    With ``out_dir``, writes ``metrics.json``, PNG plots and ``checkpoint.pt``: atomically at the
+    With ``out_dir``, writes ``metrics.json`` (the summary), ``history.jsonl`` (the loss and
+    temperature of every step, the validation -ELBO of every epoch), PNG plots and
+    ``checkpoint.pt``; every file atomically, the checkpoint at the
     start, after every epoch, every ``checkpoint_every`` steps (if given) and on SIGINT/SIGTERM
     (then :class:`TrainingInterrupted` is raised). The checkpoint holds the model, the param
     store, the optimizer, the step and the position in the epoch's permutation, every RNG state
@@ -63,7 +67,11 @@ def train(
     ``resume=RUN_DIR`` (or its ``checkpoint.pt``) continues such a run and ends with the same
     metrics as an uninterrupted one (bitwise on CPU); ``config`` then defaults to the stored one.
     An ``out_dir`` holding another run is refused unless ``force=True``; its checkpoint is only
-    replaced by the new run's first one, once data and model are known to be fine.
+    replaced by the new run's first one, once data and model are known to be fine. The
+    directory is locked while this call runs (:func:`~pyro_dvae.utils.files.run_lock`): another
+    process training, resuming or forcing into it is refused in one line naming the holder.
+    A file that cannot be written (no space, read-only, quota) raises
+    :class:`~pyro_dvae.errors.DVAEWriteError` naming it and the checkpoint that is kept.
 
     Under ``torchrun`` (``WORLD_SIZE`` > 1) training is data-parallel
     (:mod:`pyro_dvae.distributed`): every rank takes its slice of each global batch, DDP
@@ -81,14 +89,59 @@ def train(
         >>> metrics["test_nll_exact"] <= metrics["test_nelbo"]  # doctest: +SKIP
         True
     """
+    start = time.perf_counter()
+    resume_file = checkpoint_file(resume) if resume is not None else None
+    if resume_file is not None and out_dir is None:
+        out_dir = resume_file.parent
+    out = Path(out_dir) if out_dir is not None else None
+    if out is not None and out.exists() and not out.is_dir():
+        raise DVAEInputError(f"output {out} is a file, not a directory; pass a directory path")
+    main = int(os.environ.get("RANK", "0")) == 0 if distributed is None else distributed.is_main
+    if not main:
+        out = None  # rank 0 alone writes (and locks) the run directory
+    # the run directory belongs to this process until it returns; a live run is never replaced
+    lock = run_lock(out, create=True) if out is not None else contextlib.nullcontext()
+    with lock:
+        ckpt = None
+        if resume_file is not None:
+            ckpt, resume_file, config = _load_resume(resume_file, config)
+        if out is not None and not force and not _same_dir(out, resume_file):
+            refuse_existing_run(out)
+        saved = _Saved(out, fresh=ckpt is None)
+        try:
+            return _train(
+                config,
+                out,
+                progress,
+                dataset,
+                callback,
+                ckpt,
+                resume_file,
+                checkpoint_every,
+                distributed,
+                start,
+                saved,
+            )
+        except DVAEWriteError as e:
+            raise saved.error(e) from None
+
+
+def _train(
+    config: TrainConfig | None,
+    out: Path | None,
+    progress: bool,
+    dataset: Any | None,
+    callback: Any,
+    ckpt: dict | None,
+    resume_file: Path | None,
+    checkpoint_every: int | None,
+    distributed: Any | None,
+    start: float,
+    saved: _Saved,
+) -> RunMetrics:
     from ..data import load_dataset
     from ..distributed import init_distributed
 
-    start = time.perf_counter()
-    ckpt, resume_file = None, None
-    if resume is not None:
-        ckpt, resume_file, config = _load_resume(resume, config)
-        out_dir = resume_file.parent if out_dir is None else out_dir
     config = TrainConfig() if config is None else config
     config.validate()
     if checkpoint_every is not None:
@@ -96,10 +149,7 @@ def train(
     # one process unless launched by torchrun
     ctx = init_distributed(config.device) if distributed is None else distributed
     if not ctx.is_main:  # rank 0 alone writes checkpoints, metrics and plots
-        out_dir, progress = None, False
-    out = Path(out_dir) if out_dir is not None else None
-    if out is not None and not force and not _same_dir(out, resume_file):
-        refuse_existing_run(out)
+        out, progress = None, False
 
     data = dataset if dataset is not None else load_dataset(config.dataset, config.data_dir)
     _check_model_size(config, data.data_dim)
@@ -111,6 +161,7 @@ def train(
     ckpt_path = out / CHECKPOINT_NAME if out is not None else None
     if out is not None:  # only once the data and model are known to be fine
         _prepare_out_dir(out, fresh=trainer if ckpt is None else None)
+        saved.own = True  # the checkpoint there is this run's from now on
     trainer.fit(
         checkpoint=ckpt_path,
         checkpoint_every=checkpoint_every,
@@ -123,15 +174,45 @@ def train(
         plot_history = dict(history, loss=[math.nan if v is None else v for v in history["loss"]])
         _write_plots(trainer.model, trainer.data, plot_history, out, config.seed + 4)
     metrics["seconds"] = round(trainer.train_seconds, 3)
-    if out is not None:
-        write_json(out / "metrics.json", metrics)
+    if out is not None:  # the history in a file of its own, then the summary (the run is done)
+        write_history(out / HISTORY_NAME, metrics["history"])
+        summary = {k: v for k, v in metrics.items() if k != "history"}
+        write_json(out / "metrics.json", {**summary, "history_file": HISTORY_NAME}, what="metrics")
     return metrics
 
 
-def _load_resume(resume: str | Path, config: TrainConfig | None) -> tuple[dict, Path, TrainConfig]:
-    """The checkpoint to resume, its file, and the run's configuration (``config``, if given,
+class _Saved:
+    """What a failed write of a run keeps: the checkpoint on disk, once it is this run's."""
+
+    def __init__(self, out: Path | None, fresh: bool) -> None:
+        self.out, self.own = out, not fresh
+
+    def error(self, e: DVAEWriteError) -> DVAEWriteError:
+        """``e`` in one line, with the checkpoint that is kept and how to continue."""
+        out = self.out
+        head = f"could not write {e.what} {e.path} ({e.reason})"
+        file = None if out is None else out / CHECKPOINT_NAME
+        step = None
+        if file is not None and file.is_file():
+            try:
+                step = int(load_checkpoint(file).get("step", 0))
+            except DVAEInputError:
+                step = None
+        if step is None:
+            kept = "no checkpoint of this run was written"
+        elif not self.own:
+            kept = f"the previous run's checkpoint {file} (step {step}) is kept"
+        else:
+            kept = (
+                f"the last good checkpoint (step {step}) is kept in {file}; free space or fix "
+                f"permissions, then continue with resume='{out}'"
+            )
+        return DVAEWriteError(f"{head}; {kept}", path=e.path, reason=e.reason, what=e.what)
+
+
+def _load_resume(path: Path, config: TrainConfig | None) -> tuple[dict, Path, TrainConfig]:
+    """The checkpoint ``path`` to resume, and the run's configuration (``config``, if given,
     must equal it)."""
-    path = checkpoint_file(resume)
     ckpt = load_checkpoint(path)
     return ckpt, path, resume_config(ckpt, config, path)
 
@@ -144,13 +225,7 @@ def _same_dir(out: Path, resume_file: Path | None) -> bool:
 def _prepare_out_dir(out: Path, fresh: Trainer | None) -> None:
     """Create ``out`` and drop what a killed run left there; for a ``fresh`` (not resumed) run,
     write its first checkpoint, then remove a replaced run's results."""
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise DVAEInputError(
-            f"cannot create output directory {out} ({e.strerror or e}); choose another out_dir"
-        ) from None
-    for pattern in (f".{CHECKPOINT_NAME}.*.tmp", ".metrics.json.tmp"):
+    for pattern in (".*.tmp",):
         for stale in out.glob(pattern):  # left by a run killed while writing
             stale.unlink(missing_ok=True)
     if fresh is not None:

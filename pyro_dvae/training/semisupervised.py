@@ -273,6 +273,6 @@ def _csv(rows: list[dict[str, float]]) -> str:
 
 
 def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    from ..utils.files import write_text
+
+    write_text(path, text, what=path.name)

@@ -21,12 +21,11 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
+import io
 import os
 import pickle
 import platform
 import random
-import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import fields
 from pathlib import Path
@@ -37,6 +36,7 @@ import pyro
 import torch
 
 from ..errors import DVAEInputError
+from .files import HISTORY_NAME, atomic_write, write_json
 
 if TYPE_CHECKING:
     from ..training import TrainConfig
@@ -66,7 +66,13 @@ CHECKPOINT_FORMAT = "pyro-dvae-checkpoint/1"
 #: the checkpoint file of a training run directory
 CHECKPOINT_NAME = "checkpoint.pt"
 #: files of a finished run besides the checkpoint (removed when a forced new run takes over)
-RUN_OUTPUTS = ("metrics.json", "training_curve.png", "reconstructions.png", "prior_samples.png")
+RUN_OUTPUTS = (
+    "metrics.json",
+    HISTORY_NAME,
+    "training_curve.png",
+    "reconstructions.png",
+    "prior_samples.png",
+)
 
 
 def rng_state(device: torch.device | None = None) -> dict[str, Any]:
@@ -160,8 +166,9 @@ def save_checkpoint(
     """Write a checkpoint atomically and return its path.
 
     The data is written to a temporary file in the destination directory, flushed and fsynced,
-    then moved over ``path`` with :func:`os.replace`; if anything fails the previous file at
-    ``path`` (if any) is left untouched.
+    then moved over ``path`` with :func:`os.replace` (:func:`pyro_dvae.utils.files.atomic_write`);
+    if anything fails the previous file at ``path`` (if any) is left untouched, and an
+    :class:`OSError` is raised as :class:`~pyro_dvae.errors.DVAEWriteError`.
 
     Example:
         >>> import tempfile, torch
@@ -182,34 +189,9 @@ def save_checkpoint(
     if extra:
         payload.update(extra)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        try:
-            os.unlink(tmp_name)
-        except FileNotFoundError:
-            pass
-        raise
-    _fsync_dir(path.parent)
-    return path
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # e.g. not supported on this platform
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    buf = io.BytesIO()  # serialized first: a full disk is an OSError of the write, in one line
+    torch.save(payload, buf)
+    return atomic_write(path, lambda f: f.write(buf.getbuffer()), what="checkpoint")
 
 
 def load_checkpoint(
@@ -278,15 +260,6 @@ def versions() -> dict[str, str]:
         "numpy": str(np.__version__),
         "python": platform.python_version(),
     }
-
-
-def write_json(path: Path, obj: Any) -> None:
-    """Write ``obj`` as indented JSON to ``path`` atomically (a temporary file, then a rename)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2)
-        f.write("\n")
-    tmp.replace(path)
 
 
 def checkpoint_file(resume: str | Path) -> Path:

@@ -397,7 +397,7 @@ def test_export_run(run_dir):
     assert idata.attrs["dataset"] == "digits" and idata.attrs["image_shape"] == "8x8"
     assert math.isclose(
         float(idata.training["loss"].values[0]),
-        json.loads((run_dir / "metrics.json").read_text())["history"]["loss"][0],
+        json.loads((run_dir / "history.jsonl").read_text().splitlines()[0])["loss"],
     )
     with pytest.raises(DVAEInputError, match="unknown split"):
         export_run(run_dir, split="dev")

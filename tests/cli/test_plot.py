@@ -47,6 +47,7 @@ def test_plot_comparison_directory(run_dir, tmp_path):
     for name in ("exact", "nvil"):
         (tmp_path / name).mkdir()
         shutil.copy(run_dir / "metrics.json", tmp_path / name)
+        shutil.copy(run_dir / "history.jsonl", tmp_path / name)
     assert main(["plot", str(tmp_path), "--out", str(tmp_path / "out")]) == 0
     assert (tmp_path / "out" / "learning_curves.png").stat().st_size > 1000
 

@@ -39,6 +39,7 @@ def test_plot_comparison_dir(tmp_path, run_dir):
     for name in ("a", "b"):
         (tmp_path / name).mkdir()
         shutil.copy(run_dir / "metrics.json", tmp_path / name / "metrics.json")
+        shutil.copy(run_dir / "history.jsonl", tmp_path / name / "history.jsonl")
     paths = plot_comparison_dir(tmp_path)
     assert _is_png(paths["learning_curves.png"])
     with pytest.raises(DVAEInputError, match="no checkpoint.pt"):
