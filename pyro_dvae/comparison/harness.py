@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
-
-from tqdm.auto import tqdm
 
 from ..distributed import DistributedContext, init_distributed
 from ..errors import DVAEInputError
@@ -23,6 +22,7 @@ from ..latent import LatentSpec
 from ..training import TrainConfig, train
 from ..utils.device import resolve_device
 from ..utils.options import comma_list, option
+from ..utils.progress import is_terminal, progress_bar
 from .recorder import RunRecorder
 from .spec import EstimatorSpec, parse_specs
 
@@ -276,7 +276,10 @@ def run_comparison(
     mine = jobs[ctx.rank :: ctx.world_size]
     total = len(mine) * config.steps
     progress = progress and ctx.is_main
-    bar = tqdm(total=total, disable=not progress, desc="compare", unit="step", dynamic_ncols=True)
+    bar = progress_bar(
+        enabled=progress, total=total, desc="compare", unit="step", dynamic_ncols=True
+    )
+    run_lines = progress and not is_terminal()  # a log: a line per run instead of bar frames
     done: dict[tuple[str, int], dict[str, Any]] = {}
     try:
         for spec, seed in mine:
@@ -306,6 +309,13 @@ def run_comparison(
             )
             bar.update(config.steps - (bar.n - before))  # steps a time budget skipped
             done[spec.label, seed] = _run_record(seed, metrics, recorder)
+            if run_lines:
+                print(
+                    f"compare: {spec.label} seed {seed} done ({len(done)}/{len(mine)} runs, "
+                    f"{_final(metrics):.2f} nats, {time.perf_counter() - start:.1f} s)",
+                    file=sys.stderr,
+                    flush=True,
+                )
     finally:
         bar.close()
     done = ctx.gather_to_all(done)
@@ -335,6 +345,12 @@ def run_comparison(
         "estimators": estimators,
         "seconds": round(time.perf_counter() - start, 3),
     }
+
+
+def _final(metrics: dict[str, Any]) -> float:
+    """The exact test NLL of a finished run where computed, else its test -ELBO."""
+    exact = metrics.get("test_nll_exact")
+    return exact if exact is not None else metrics["test_nelbo"]
 
 
 def _collapsed_nll(data: Any, likelihood: str) -> float | None:

@@ -26,7 +26,6 @@ from typing import Any
 import pyro
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from ..data import load_dataset
 from ..errors import DVAEInputError
@@ -34,6 +33,7 @@ from ..infer import EnumeratedELBO, GumbelSoftmaxELBO, TorchOptimSVI
 from ..models import SemiSupervisedVAE
 from ..utils.checkpoint import save_checkpoint
 from ..utils.options import hidden_sizes, option
+from ..utils.progress import progress_bar
 
 __all__ = [
     "SEMISUPERVISED_ESTIMATORS",
@@ -167,7 +167,7 @@ def train_semisupervised(
 
     :param config: the run's settings.
     :param out: output directory (created).
-    :param progress: show a progress bar per epoch.
+    :param progress: show a progress bar per epoch where stderr is a terminal.
     :param log: where to print one line per epoch (default: nothing).
     """
     data = load_dataset(config.dataset, config.data_dir)
@@ -197,14 +197,16 @@ def train_semisupervised(
         m2.train()
         perm = torch.randperm(n, generator=g)
         t0, total = time.perf_counter(), 0.0
-        bar = tqdm(range(steps), desc=f"epoch {epoch}", disable=not progress, leave=False)
-        for step in bar:
+        bar = progress_bar(enabled=progress, total=steps, desc=f"epoch {epoch}", leave=False)
+        for step in range(steps):
             total += svi.step(
                 x_train[perm[step * config.batch_size : (step + 1) * config.batch_size]]
             )
             if step % config.labelled_every == 0:
                 j = torch.randint(len(labelled), (config.batch_size,), generator=g)
                 svi.step(x_train[labelled[j]], y_labelled[j], scale=weight)
+            bar.update(1)
+        bar.close()
         seconds = time.perf_counter() - t0
         accuracy = m2.accuracy(x_test, data.test_labels)
         history.append(

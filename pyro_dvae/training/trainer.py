@@ -19,6 +19,7 @@ Example:
 from __future__ import annotations
 
 import math
+import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -27,7 +28,6 @@ from typing import Any
 
 import pyro
 import torch
-from tqdm.auto import tqdm
 
 from ..errors import DVAEInputError, NonFiniteLossError
 from ..latent import LatentSpec
@@ -40,6 +40,7 @@ from ..utils.checkpoint import (
     versions,
 )
 from ..utils.device import resolve_device
+from ..utils.progress import is_terminal, progress_bar
 from ._config import TrainConfig
 from ._guards import _guarded_step, _non_finite_tensors
 from ._limits import _too_many
@@ -98,6 +99,7 @@ class Trainer:
         if config.max_steps is not None:
             self.total_steps = min(self.total_steps, config.max_steps)
         self.checkpoint_path: Path | None = None  # where fit() checkpoints (None: nowhere)
+        self._epoch_lines = False  # fit(progress=True) with stderr not a terminal
         self.clock_start = time.perf_counter()  # this process's share of the training clock
 
     # ------------------------------------------------------------------ training ----------
@@ -131,16 +133,20 @@ class Trainer:
         """Train until ``total_steps`` (or until ``callback(step, model, elbo)`` returns a truthy
         value), validating after every epoch. With ``checkpoint`` (a file path), saves there
         after every epoch, every ``checkpoint_every`` steps and on SIGINT/SIGTERM (then raises
-        :class:`~pyro_dvae.training.TrainingInterrupted`)."""
+        :class:`~pyro_dvae.training.TrainingInterrupted`).
+
+        ``progress`` draws a progress bar where stderr is a terminal, and prints one line per
+        epoch to stderr where it is not (a log file or a pipe: no bar frames)."""
         self.checkpoint_path = None if checkpoint is None else Path(checkpoint)
-        bar = tqdm(
+        bar = progress_bar(
+            enabled=progress,
             total=self.total_steps,
             initial=self.state.step,
-            disable=not progress,
             desc="train",
             unit="step",
             leave=False,
         )
+        self._epoch_lines = progress and not is_terminal()
         # non-finite values are reported by _guarded_step, in one line, instead of Pyro's warnings
         quiet = warnings.catch_warnings()
         with quiet, _StopSignals(enabled=self.checkpoint_path is not None) as stop:
@@ -159,7 +165,7 @@ class Trainer:
     def _epoch(self, bar: Any, stop: _StopSignals, callback: Any, every: int | None) -> None:
         """The rest of the current epoch (a new one if none is under way), then validation."""
         st, x_train = self.state, self.data.train
-        n = x_train.shape[0]
+        n, first = x_train.shape[0], len(st.history["loss"])
         if st.perm is None:
             st.epoch += 1
             st.perm, st.pos = torch.randperm(n, generator=self.generator), 0
@@ -181,10 +187,24 @@ class Trainer:
         valid = evaluate_nelbo(self.model, self.data.valid, seed=self.config.seed + 1)
         st.history["valid_step"].append(st.step)
         st.history["valid_nelbo"].append(valid)
+        if self._epoch_lines:
+            print(self._epoch_line(first, valid), file=sys.stderr, flush=True)
         st.perm, st.pos = None, 0
         self._checkpoint()
         if stop.signum is not None:
             raise self._interrupted(stop.signum)
+
+    def _epoch_line(self, first: int, valid: float) -> str:
+        """``epoch 3: step 42/1400, loss 31.20, valid -ELBO 30.95, 2.1 s``: the mean training
+        loss of the epoch's steps from history entry ``first`` on (this process's)."""
+        st = self.state
+        losses = [v for v in st.history["loss"][first:] if v is not None]
+        loss = f"{sum(losses) / len(losses):.2f}" if losses else "n/a"
+        tau = f", tau {st.tau:.3f}" if self.relaxed else ""
+        return (
+            f"epoch {st.epoch}: step {st.step}/{self.total_steps}, loss {loss}, valid -ELBO "
+            f"{valid:.2f}{tau}, {self.train_seconds:.1f} s"
+        )
 
     def _interrupted(self, signum: int) -> Exception:
         return _interrupted(signum, self.state, self.total_steps, self.checkpoint_path)
