@@ -82,7 +82,7 @@ import pyro
 import pyro.poutine as poutine
 import torch
 
-from ..errors import DVAEInputError
+from ..errors import DVAEInputError, DVAEWriteError
 from ..utils import rng_state, set_rng_state
 from . import _arviz_compat
 from ._sites import (
@@ -507,8 +507,20 @@ def save_inference_data(idata: Any, path: str | os.PathLike, *, overwrite: bool 
         raise DVAEInputError(f"directory {path.parent} does not exist; create it first")
     from ..utils.files import atomic_path, lock_owner
 
-    with lock_owner(path.parent), atomic_path(path, what="netCDF file") as tmp:
-        idata.to_netcdf(str(tmp))
+    try:
+        with lock_owner(path.parent), atomic_path(path, what="netCDF file") as tmp:
+            idata.to_netcdf(str(tmp))
+    except DVAEWriteError as e:
+        step = getattr(idata, "attrs", {}).get("checkpoint_step")
+        kept = "the previous file, if any, is kept"
+        if step is not None:
+            kept = f"the previous file, if any, and the run's checkpoint (step {step}) are kept"
+        raise DVAEWriteError(
+            f"could not write netCDF file {path} ({e.reason}); {kept}",
+            path=e.path,
+            reason=e.reason,
+            what=e.what,
+        ) from None
     return path
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from ..errors import DVAEInputError
+from ..errors import DVAEInputError, DVAEWriteError
 from ..utils import fixed_seed
 from ..utils.files import lock_owner, read_history
 from ._common import plt
@@ -93,7 +93,16 @@ def plot_run(
     with lock_owner(out):  # a second writer into the run is refused
         out.mkdir(parents=True, exist_ok=True)
         for name, path in paths.items():
-            plt.close(makers[name](path))
+            try:
+                plt.close(makers[name](path))
+            except DVAEWriteError as e:
+                raise DVAEWriteError(
+                    f"could not write figure {path} ({e.reason}); the figures written before it "
+                    f"and the run's checkpoint (step {run.step}) are kept",
+                    path=e.path,
+                    reason=e.reason,
+                    what=e.what,
+                ) from None
     return paths
 
 
