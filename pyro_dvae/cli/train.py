@@ -81,7 +81,9 @@ def register(sub: Any) -> None:
         default=None,
         metavar="RUN_DIR",
         help="continue the run in RUN_DIR from its checkpoint, with its stored settings; the "
-        "result equals an uninterrupted run",
+        "result equals an uninterrupted run. A larger --epochs or --max-steps extends a "
+        "finished run (as an uninterrupted run of that length; not with --lr-schedule cosine, "
+        "whose rates depend on the length)",
     )
     g.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(run=run)
@@ -130,8 +132,21 @@ def _summary(m: dict[str, Any], out: Path) -> str:
     return "\n".join(lines)
 
 
+#: options that may differ from the stored run's on --resume: its length (extend a finished run)
+_LENGTH = ("epochs", "max_steps")
+
+
+def _given(args: argparse.Namespace, name: str, default: Any) -> bool:
+    """Whether option ``name`` was given (on the command line or with a non-default value)."""
+    flag = flag_names(type(default))[name]
+    argv = getattr(args, "argv", None) or []
+    given = any(a == flag or a.startswith(flag + "=") for a in argv)
+    return given or getattr(args, name) != getattr(default, name)
+
+
 def _resume(args: argparse.Namespace) -> tuple[Any, Path, int]:
-    """The stored config (checked against options given with ``--resume``), run dir, step."""
+    """The stored config (checked against options given with ``--resume``; a new ``--epochs``
+    or ``--max-steps`` changes the run's length), run dir, step."""
     from dataclasses import fields, replace
 
     from ..training import TrainConfig, resume_point
@@ -148,7 +163,7 @@ def _resume(args: argparse.Namespace) -> tuple[Any, Path, int]:
         f"{flags[f.name]} {getattr(given, f.name)} (run: {getattr(config, f.name)})"
         for f in fields(TrainConfig)
         if f.name in flags
-        and f.name != "data_dir"
+        and f.name not in ("data_dir", *_LENGTH)
         and getattr(given, f.name) != getattr(default, f.name)
         and getattr(given, f.name) != getattr(config, f.name)
     ]
@@ -159,7 +174,18 @@ def _resume(args: argparse.Namespace) -> tuple[Any, Path, int]:
         )
     if args.data_dir is not None:  # the data may have moved; their checksum is verified
         config = replace(config, data_dir=args.data_dir)
-    return config, run_dir, step
+    length = {name: getattr(given, name) for name in _LENGTH if _given(args, name, default)}
+    return replace(config, **length), run_dir, step
+
+
+def _extended(config: Any, metrics: Any, step: int) -> str:
+    """`` to step N (epochs=E, max_steps=M)``: where the resumed run ended, if it trained."""
+    if metrics["steps"] <= step:
+        return ""
+    length = f"epochs={config.epochs}"
+    if config.max_steps is not None:
+        length += f", max_steps={config.max_steps}"
+    return f" to step {metrics['steps']} ({length})"
 
 
 def _launch(args: argparse.Namespace) -> int:
@@ -224,6 +250,6 @@ def run(args: argparse.Namespace) -> int:
     if rank > 0:
         return 0
     if step is not None:
-        print(f"resumed {out} from step {step}")
+        print(f"resumed {out} from step {step}" + _extended(config, metrics, step))
     print(_summary(metrics, out))
     return 0

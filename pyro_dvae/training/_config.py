@@ -98,7 +98,9 @@ class TrainConfig:
         metavar="STEPS",
         group=_EST,
     )
-    epochs: int = _opt(100, "passes over the training set", group=_OPT)
+    epochs: int = _opt(
+        100, "passes over the training set (with --resume: more extend a finished run)", group=_OPT
+    )
     max_steps: int | None = _opt(
         None, "stop after this many steps (default: --epochs alone)", type=int, group=_OPT
     )

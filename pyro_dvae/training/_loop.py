@@ -14,6 +14,7 @@ import math
 import os
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +67,12 @@ def train(
     (torch, numpy, Python, data shuffling), the temperature, the history and the config.
     ``resume=RUN_DIR`` (or its ``checkpoint.pt``) continues such a run and ends with the same
     metrics as an uninterrupted one (bitwise on CPU); ``config`` then defaults to the stored one.
+    A ``config`` that differs from it only in ``epochs`` or ``max_steps`` extends a finished run
+    (or shortens an unfinished one): the temperature schedule, KL warm-up, a constant learning
+    rate, the data order and the RNGs depend on the step alone, so the result equals an
+    uninterrupted run of the new length (but where ``max_steps`` had cut the last epoch short:
+    the extension starts a new epoch); under ``lr_schedule='cosine'``, whose rates depend on the
+    length, a new length is refused.
     An ``out_dir`` holding another run is refused unless ``force=True``; its checkpoint is only
     replaced by the new run's first one, once data and model are known to be fine. The
     directory is locked while this call runs (:func:`~pyro_dvae.utils.files.run_lock`): another
@@ -212,9 +219,15 @@ class _Saved:
 
 def _load_resume(path: Path, config: TrainConfig | None) -> tuple[dict, Path, TrainConfig]:
     """The checkpoint ``path`` to resume, and the run's configuration (``config``, if given,
-    must equal it)."""
+    must equal it but in ``data_dir`` and the run's length, ``epochs`` and ``max_steps``:
+    :meth:`~pyro_dvae.training.Trainer.restore` checks the new length)."""
     ckpt = load_checkpoint(path)
-    return ckpt, path, resume_config(ckpt, config, path)
+    stored = resume_config(ckpt, None, path)
+    if config is None:
+        return ckpt, path, stored
+    same_length = replace(config, epochs=stored.epochs, max_steps=stored.max_steps)
+    resume_config(ckpt, same_length, path)  # every other setting must be the run's
+    return ckpt, path, config
 
 
 def _same_dir(out: Path, resume_file: Path | None) -> bool:

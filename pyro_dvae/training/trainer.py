@@ -94,10 +94,7 @@ class Trainer:
         self.relaxed = config.estimator in _relaxed_estimators()
         self.generator = torch.Generator().manual_seed(config.seed)  # the data shuffling
         self.state = LoopState(tau=float(config.temperature))
-        steps_per_epoch = math.ceil(self.data.train.shape[0] / config.batch_size)
-        self.total_steps = config.epochs * steps_per_epoch
-        if config.max_steps is not None:
-            self.total_steps = min(self.total_steps, config.max_steps)
+        self.total_steps = _total_steps(config, self.data.train.shape[0])
         self.checkpoint_path: Path | None = None  # where fit() checkpoints (None: nowhere)
         self._epoch_lines = False  # fit(progress=True) with stderr not a terminal
         self.clock_start = time.perf_counter()  # this process's share of the training clock
@@ -206,6 +203,39 @@ class Trainer:
             f"{valid:.2f}{tau}, {self.train_seconds:.1f} s"
         )
 
+    def _check_new_length(self, stored: dict[str, Any], step: int, path: Any) -> None:
+        """Refuse a run length (``epochs``, ``max_steps``) that a resumed run at ``step`` cannot
+        take without changing its past: shorter than ``step``, or any change of length under
+        ``lr_schedule='cosine'`` (whose rate at every step depends on the length). The
+        temperature schedule, KL warm-up and a constant learning rate depend on the step
+        alone, so a longer run continues them exactly as an uninterrupted run of that length
+        would; so do the data order and every RNG. One exception: a run that ``max_steps``
+        ended inside an epoch was validated there and starts a new epoch when extended, where
+        an uninterrupted run would have gone on with the cut one."""
+        config = self.config
+        try:
+            old = _total_steps(TrainConfig.from_dict(stored), self.data.train.shape[0])
+        except (DVAEInputError, TypeError):
+            return  # a malformed configuration is reported by the caller
+        new = self.total_steps
+        if new == old:
+            return
+        length = f"epochs={config.epochs}" + (
+            f", max_steps={config.max_steps}" if config.max_steps is not None else ""
+        )
+        if new < step:
+            raise DVAEInputError(
+                f"checkpoint {path} is at step {step}, past the {new} steps of {length}; "
+                f"pass a length of at least {step} steps to resume it"
+            )
+        if config.lr_schedule == "cosine" and step > 0:
+            raise DVAEInputError(
+                f"cannot change the length of {path} from {old} to {new} steps: "
+                f"lr_schedule='cosine' decays the learning rate to 0 over the run's length, so "
+                f"the rates of its {step} steps taken would change; resume with its own length "
+                "or start a new run"
+            )
+
     def _interrupted(self, signum: int) -> Exception:
         return _interrupted(signum, self.state, self.total_steps, self.checkpoint_path)
 
@@ -290,8 +320,14 @@ class Trainer:
 
     def restore(self, ckpt: dict[str, Any], path: str | Path = "checkpoint") -> None:
         """Put model, param store, optimizer, RNGs and loop state where ``ckpt`` (a loaded
-        :meth:`save` checkpoint; ``path`` names it in errors) left them."""
+        :meth:`save` checkpoint; ``path`` names it in errors) left them.
+
+        The run's length (``epochs``, ``max_steps``) may differ from the checkpoint's, to extend
+        a finished run or shorten an unfinished one, where the schedules allow it (the rules are
+        those of ``Trainer._check_new_length``)."""
         st, elbo = self.state, self.elbo
+        if isinstance(ckpt.get("config"), dict) and "step" in ckpt:
+            self._check_new_length(ckpt["config"], int(ckpt["step"]), path)
         try:
             self.model.load_state_dict(ckpt["model_state"])
             saved = dict(ckpt["param_store"])
@@ -339,6 +375,17 @@ def _validated(data: Any, config: TrainConfig) -> Any:
             getattr(data, split), likelihood=config.likelihood, name=f"{data.name} {split} data"
         )
     return data
+
+
+def _total_steps(config: TrainConfig, num_train: int) -> int:
+    """The steps of a run: ``epochs`` passes over ``num_train`` points, at most ``max_steps``.
+
+    Example:
+        >>> _total_steps(TrainConfig(epochs=3, batch_size=100), 1397)
+        42
+    """
+    total = config.epochs * math.ceil(num_train / config.batch_size)
+    return total if config.max_steps is None else min(total, config.max_steps)
 
 
 def _make_schedule(config: TrainConfig) -> Any:
