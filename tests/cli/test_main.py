@@ -35,7 +35,7 @@ METRIC_KEYS = {
     "steps",
     "config",
     "versions",
-    "history",
+    "history_file",
 }
 
 
@@ -48,6 +48,8 @@ def test_train_end_to_end(tmp_path, capsys):
     metrics = json.loads((out / "metrics.json").read_text())
     assert METRIC_KEYS <= set(metrics)
     assert metrics["steps"] == 4 and metrics["config"]["latent"] == "2x4"
+    assert "history" not in metrics  # one line a step, in a file of its own
+    assert len((out / metrics["history_file"]).read_text().splitlines()) == 4
     for name in ("checkpoint.pt", "training_curve.png", "reconstructions.png", "prior_samples.png"):
         assert (out / name).is_file(), name
 

@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from pyro_dvae.cli.main import main
+from pyro_dvae.utils.files import read_history
 
 TINY = [
     "--latent", "2x3", "--encoder-hidden", "16", "--epochs", "2", "--batch-size", "200",
@@ -27,7 +28,7 @@ def _train(out, *extra: str) -> dict:
         timeout=300,
     )
     assert run.returncode == 0, run.stderr[-3000:]
-    return json.loads((out / "metrics.json").read_text())
+    return dict(json.loads((out / "metrics.json").read_text()), history=read_history(out))
 
 
 @pytest.mark.slow  # a subprocess: .ci/run runs it, make test-fast skips it

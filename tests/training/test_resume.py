@@ -12,6 +12,7 @@ from _training_run import TIMING_KEYS, tiny
 from pyro_dvae.errors import DVAEInputError, NonFiniteLossError
 from pyro_dvae.training import train
 from pyro_dvae.utils import load_checkpoint
+from pyro_dvae.utils.files import read_history
 
 # ----------------------------------------------------------------------------- resume
 
@@ -65,6 +66,8 @@ def test_resume_mid_epoch_is_bitwise_identical(tmp_path, kwargs):
     resumed = train(resume=tmp_path / "run", progress=False)
     assert _strip(resumed) == _strip(ref)
     on_disk = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert on_disk.pop("history_file") == "history.jsonl"  # the history has a file of its own
+    on_disk["history"] = read_history(tmp_path / "run")
     assert _strip(on_disk) == json.loads(json.dumps(_strip(ref)))
 
 
