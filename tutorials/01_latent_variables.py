@@ -55,7 +55,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--max-groups", type=int, default=8 if not smoke_test else 6)
     p.add_argument("--repeats", type=int, default=3 if not smoke_test else 1)
     p.add_argument("--seed", type=int, default=0)
-    return p.parse_known_args(argv)[0]  # known: a notebook kernel passes its own flags
+    if "ipykernel" in sys.modules:  # a notebook kernel passes flags of its own
+        return p.parse_known_args(argv)[0]
+    return p.parse_args(argv)
 
 
 def save(fig, name: str) -> None:

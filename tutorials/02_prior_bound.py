@@ -63,7 +63,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--dims", type=int, nargs="+", default=[4, 16, 64, 256] if not smoke_test else [4, 16, 64]
     )
     p.add_argument("--seed", type=int, default=0)
-    return p.parse_known_args(argv)[0]  # known: a notebook kernel passes its own flags
+    if "ipykernel" in sys.modules:  # a notebook kernel passes flags of its own
+        return p.parse_known_args(argv)[0]
+    return p.parse_args(argv)
 
 
 def save(fig, name: str) -> None:

@@ -64,7 +64,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--samples", type=int, default=1000 if not smoke_test else 100)
     p.add_argument("--warmup", type=int, default=100 if not smoke_test else 20)
     p.add_argument("--seed", type=int, default=0)
-    return p.parse_known_args(argv)[0]  # known: a notebook kernel passes its own flags
+    if "ipykernel" in sys.modules:  # a notebook kernel passes flags of its own
+        return p.parse_known_args(argv)[0]
+    return p.parse_args(argv)
 
 
 def save(fig, name: str) -> None:

@@ -52,7 +52,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         default=[0.1, 0.25, 0.5, 1.0, 2.0, 5.0] if not smoke_test else [0.1, 0.5, 2.0],
     )
     p.add_argument("--seed", type=int, default=0)
-    return p.parse_known_args(argv)[0]  # known: a notebook kernel passes its own flags
+    if "ipykernel" in sys.modules:  # a notebook kernel passes flags of its own
+        return p.parse_known_args(argv)[0]
+    return p.parse_args(argv)
 
 
 def save(fig, name: str) -> None:

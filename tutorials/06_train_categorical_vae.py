@@ -62,7 +62,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--tau-min", type=float, default=0.5)
     p.add_argument("--iwae-samples", type=int, default=1000 if not smoke_test else 10)
     p.add_argument("--seed", type=int, default=0)
-    args = p.parse_known_args(argv)[0]  # known: a notebook kernel passes its own flags
+    if "ipykernel" in sys.modules:  # a notebook kernel passes flags of its own
+        args = p.parse_known_args(argv)[0]
+    else:
+        args = p.parse_args(argv)
     mnist = args.data_dir is not None
     if args.latent is None:
         args.latent = "20x10" if mnist else ("2x4" if smoke_test else "4x8")

@@ -58,7 +58,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         nargs="+",
         default=[0.1, 0.25, 0.5, 1.0, 2.0] if not smoke_test else [0.5, 1.0],
     )
-    return p.parse_known_args(argv)[0]  # known: a notebook kernel passes its own flags
+    if "ipykernel" in sys.modules:  # a notebook kernel passes flags of its own
+        return p.parse_known_args(argv)[0]
+    return p.parse_args(argv)
 
 
 def show_png(path: Path) -> None:

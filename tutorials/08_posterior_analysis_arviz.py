@@ -62,7 +62,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--num-samples", type=int, default=100 if not smoke_test else 20)
     p.add_argument("--num-chains", type=int, default=4 if not smoke_test else 2)
     p.add_argument("--seed", type=int, default=0)
-    return p.parse_known_args(argv)[0]  # known: a notebook kernel passes its own flags
+    if "ipykernel" in sys.modules:  # a notebook kernel passes flags of its own
+        return p.parse_known_args(argv)[0]
+    return p.parse_args(argv)
 
 
 def save(fig, name: str) -> None:

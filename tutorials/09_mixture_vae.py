@@ -76,7 +76,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
     p.add_argument("--log-every", type=int, default=0, help="print the train loss every N epochs")
-    return p.parse_known_args(argv)[0]  # known: a notebook kernel passes its own flags
+    if "ipykernel" in sys.modules:  # a notebook kernel passes flags of its own
+        return p.parse_known_args(argv)[0]
+    return p.parse_args(argv)
 
 
 def save(fig, name: str) -> None:
