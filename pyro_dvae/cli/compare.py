@@ -4,12 +4,14 @@ compare them against the exact answer (results.md/.csv/.json and PNG plots)."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import time
 from pathlib import Path
 from typing import Any
 
 from ..distributed import leave_process_group
 from ..errors import DVAEInputError
+from ..utils.files import check_not_locked, run_lock
 from ..utils.options import HelpFormatter, add_options, from_args
 from ._options import check_nproc, check_out_dir, check_writable_dir
 from .launch import launched_by_torchrun, relaunch_with_torchrun, torchrun_rank
@@ -124,6 +126,7 @@ def _config(args: argparse.Namespace):
 
 def _out_dir(out: str | None, force: bool) -> Path:
     path = Path(out) if out is not None else Path("runs") / time.strftime("compare-%Y%m%d-%H%M%S")
+    check_not_locked(path)  # a live comparison or run writes there: say so, whatever --force says
     return check_writable_dir(check_out_dir(path, force))
 
 
@@ -155,6 +158,9 @@ def run(args: argparse.Namespace) -> int:
     if args.nproc > 1 and not launched_by_torchrun():
         extra = ["--out", str(out)] if args.out is None else []
         return relaunch_with_torchrun(args, args.nproc, extra)
+    lock = contextlib.ExitStack()  # --out belongs to this comparison until it ends
+    if rank == 0:
+        lock.enter_context(run_lock(out))
     threads = torch.get_num_threads()
     torch.set_num_threads(args.threads)
     raw = None
@@ -168,6 +174,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         torch.set_num_threads(threads)
         leave_process_group(ok=raw is not None)
+        lock.close()
     table = format_markdown(result).split("\n\n")
     print("\n\n".join(table[:3]).strip())
     names = ", ".join(p.name for p in written)
