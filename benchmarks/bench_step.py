@@ -157,7 +157,8 @@ def main(args: argparse.Namespace) -> float:
         nets[name] = DiscreteVAE(dim, args.latent, encoder_hidden=hidden)
     for name in ("ours-eager", "handwritten-compiled"):
         torch.manual_seed(0)
-        nets[name] = DiscreteVAE(dim, args.latent, encoder_hidden=hidden)
+        # its own name in Pyro's param store: two models under one name would share tensors
+        nets[name] = DiscreteVAE(dim, args.latent, encoder_hidden=hidden, name=name)
     svis = {
         name: TorchOptimSVI(
             nets[name].model,

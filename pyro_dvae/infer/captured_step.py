@@ -135,7 +135,8 @@ class CapturedStep:
                 self.check_every and self._replays % self.check_every == 0
             )
             state = torch.random.get_rng_state() if check else None
-            outputs = graph(*_tensors(args, kwargs))
+            with torch.no_grad():  # the graph holds the backward pass already
+                outputs = graph(*_tensors(args, kwargs))
             loss, grads = outputs[0], _expand(outputs[1:], present)
             if check and not self._agrees(state, params, args, kwargs, loss, grads):
                 return self._eager_after_replay(state, *args, **kwargs)
@@ -271,8 +272,11 @@ def _expand(grads, present: tuple[bool, ...]) -> list[torch.Tensor | None]:
 
 def _accumulate(params: list[torch.Tensor], grads) -> None:
     for p, g in zip(params, grads):
-        if g is not None:
-            p.grad = g if p.grad is None else p.grad + g
+        if g is None:
+            continue
+        if g.stride() != p.stride():  # e.g. a weight's gradient as a transposed view: give it
+            g = torch.empty_like(p).copy_(g)  # the parameter's layout, as autograd does
+        p.grad = g if p.grad is None else p.grad + g
 
 
 def _tensor_item(x):
