@@ -12,6 +12,7 @@ from ..training.semisupervised import (
     SemiSupervisedConfig,
     train_semisupervised,
 )
+from ..utils.files import check_not_locked, run_lock
 from ..utils.options import HelpFormatter, add_options, from_args
 from ._options import check_out_dir
 
@@ -48,10 +49,12 @@ def run(args: argparse.Namespace) -> int:
     """Validate, train, print the summary; errors propagate as one-line DVAEInputErrors."""
     config = from_args(SemiSupervisedConfig, args)
     config.validate()
+    check_not_locked(args.out)  # a live run writes there: say so, whatever --force says
     out = check_out_dir(Path(args.out), args.force)
     if args.threads >= 1:
         torch.set_num_threads(args.threads)
-    metrics = train_semisupervised(config, out, progress=not args.no_progress, log=print)
+    with run_lock(out, create=True):  # --out belongs to this run until it ends
+        metrics = train_semisupervised(config, out, progress=not args.no_progress, log=print)
     print(
         f"test accuracy {100 * metrics['test_accuracy']:.2f}% "
         f"(best {100 * metrics['best_test_accuracy']:.2f}%), test -ELBO "
