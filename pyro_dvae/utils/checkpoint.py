@@ -194,6 +194,14 @@ def save_checkpoint(
     return atomic_write(path, lambda f: f.write(buf.getbuffer()), what="checkpoint")
 
 
+def _first_clause(error: BaseException) -> str:
+    """The gist of a loader's error: its first sentence, at most 80 characters (torch's zip
+    reader explains itself in 400)."""
+    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    first = text.split(". ")[0].rstrip(".")
+    return first if len(first) <= 80 else first[:77] + "..."
+
+
 def load_checkpoint(
     path: str | os.PathLike, map_location: str | torch.device | None = "cpu"
 ) -> dict[str, Any]:
@@ -221,10 +229,9 @@ def load_checkpoint(
             "checkpoints you trust, written by pyro-dvae (tensors, numbers, strings only)"
         ) from None
     except (RuntimeError, EOFError, OSError, ValueError) as e:
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise DVAEInputError(
-            f"checkpoint {path} is not a readable torch checkpoint ({msg}); re-run training "
-            "to write a new one"
+            f"checkpoint {path} is damaged or incomplete ({_first_clause(e)}); it was cut off or "
+            "changed after it was written: train again, or resume from a good copy of the run"
         ) from None
     if not isinstance(data, dict) or "model_state" not in data:
         raise DVAEInputError(
