@@ -94,6 +94,7 @@ class CapturedStep:
         self._checked: set[tuple] = set()
         self._last_key: str | None = None  # the last step's key, without parameter ids
         self._replays = 0
+        self._calls = 0
         self.num_replays = 0
         #: the parameters seen by the last capture (a Pyro trace), for the caller to register
         self.param_trace = None
@@ -114,6 +115,7 @@ class CapturedStep:
         return len(self._graphs)
 
     def loss_and_grads(self, params: list[torch.Tensor], *args, **kwargs) -> float:
+        self._calls += 1
         key = self._key(params, args, kwargs) if self.enabled else None
         portable = None if key is None else repr(key[:3] + key[4:])
         previous, self._last_key = self._last_key, portable
@@ -123,6 +125,8 @@ class CapturedStep:
         entry = self._graphs.get(key)
         if entry is None:
             if portable != previous:  # seen once: wait until it is stable
+                return self._eager(*args, **kwargs)
+            if self._thrashing():
                 return self._eager(*args, **kwargs)
             if self._capture(key, params, args, kwargs) is None:
                 return self._eager(*args, **kwargs)
@@ -146,6 +150,19 @@ class CapturedStep:
         return float(loss)
 
     # ---------------------------------------------------------------- internals ---------
+    def _thrashing(self) -> bool:
+        """A new graph every few steps (a setting that changes every other step) costs more
+        than it saves: after 4 captures, stop when they are over 1 in 20 steps."""
+        if len(self._graphs) < 4 or len(self._graphs) * 20 <= self._calls:
+            return False
+        self.enabled = False
+        warnings.warn(
+            f"step capture is off: {len(self._graphs)} graphs in {self._calls} steps (a "
+            "setting or shape changes too often to replay); training continues eagerly",
+            stacklevel=4,
+        )
+        return True
+
     def _eager(self, *args, **kwargs) -> float:
         with poutine.trace(param_only=True) as seen:
             loss = self.elbo.loss_and_grads(self.model, self.guide, *args, **kwargs)

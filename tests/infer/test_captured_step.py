@@ -239,3 +239,18 @@ def test_a_resumed_run_takes_the_same_path_bit_for_bit():
     resumed = run(stop_at=4)
     for k in straight:
         assert torch.equal(straight[k], resumed[k]), k
+
+
+def test_settings_that_change_every_other_step_fall_back_to_eager():
+    """A temperature changed every 2 steps would be captured every other step: capture stops."""
+    batches = [data()] * 16
+
+    def flip(i, elbo):
+        elbo.temperature = 0.5 + 0.01 * (i // 2)
+
+    eager = trajectory(UserModel, ELBOS["gumbel-analytic"], "off", batches, flip)
+    with pytest.warns(UserWarning, match="changes too often"):
+        replayed = trajectory(UserModel, ELBOS["gumbel-analytic"], "on", batches, flip)
+    assert not replayed[2]._captured.enabled
+    assert replayed[2]._captured.num_graphs == 4
+    assert eager[0][:2] == replayed[0][:2]
