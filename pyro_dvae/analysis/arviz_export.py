@@ -84,6 +84,7 @@ import torch
 
 from ..errors import DVAEInputError, DVAEWriteError
 from ..utils import rng_state, set_rng_state
+from ..utils.options import require_positive_int
 from . import _arviz_compat
 from ._sites import (
     OBSERVATION,
@@ -135,12 +136,6 @@ def _resolve(model: Any, guide: Callable | None) -> tuple[Callable, Callable, st
             "pass a DiscreteVAE, or a Pyro model and guide: to_inference_data(model, guide, x)"
         )
     return model, guide, getattr(model, "__qualname__", type(model).__name__)
-
-
-def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise DVAEInputError(f"{name} must be an integer >= 1, got {value!r}")
-    return value
 
 
 def _stream_seed(seed: int, *stream: int) -> int:
@@ -352,10 +347,12 @@ def to_inference_data(
             f"data must be a torch.Tensor of observations, got {type(data).__name__}; "
             "convert it with torch.as_tensor(x, dtype=torch.float32)"
         )
-    num_samples = _positive_int("num_samples", num_samples)
-    num_chains = _positive_int("num_chains", num_chains)
-    num_prior = _positive_int(
-        "num_prior_samples", num_samples if num_prior_samples is None else num_prior_samples
+    num_samples = require_positive_int("num_samples", num_samples, "num_samples=100")
+    num_chains = require_positive_int("num_chains", num_chains, "num_chains=4")
+    num_prior = require_positive_int(
+        "num_prior_samples",
+        num_samples if num_prior_samples is None else num_prior_samples,
+        "num_prior_samples=100",
     )
     args, kwargs = (data,), dict(model_kwargs or {})
     saved = rng_state() if seed is not None else None
@@ -462,7 +459,7 @@ def export_run(
     x = getattr(dataset, split)
     labels = getattr(dataset, f"{split}_labels")
     if num_observations is not None:
-        _positive_int("num_observations", num_observations)
+        require_positive_int("num_observations", num_observations, "num_observations=200")
         x = x[:num_observations]
         labels = None if labels is None else labels[:num_observations]
     attrs = {
