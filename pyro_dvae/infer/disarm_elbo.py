@@ -8,15 +8,16 @@ from pyro.distributions.torch_distribution import ExpandedDistribution, MaskedDi
 from pyro.infer import ELBO
 from pyro.infer.enum import get_importance_trace
 from pyro.infer.inspect import get_dependencies
-from pyro.infer.util import is_validation_enabled, torch_item
+from pyro.infer.util import is_validation_enabled
 from pyro.poutine import Trace
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.subsample_messenger import _Subsample
-from pyro.util import check_if_enumerated, warn_if_nan
+from pyro.util import check_if_enumerated
 from torch.distributions import Bernoulli, Distribution
 
 from ..errors import DVAEInputError
 from .local_latents import broadcast_to_site, local_data_plates, per_datum_terms
+from .surrogate_loss import SurrogateLossMixin
 from .util import DataPlates, sample_sites
 
 __all__ = ["DISARM_COUPLINGS", "DisARMELBO", "bernoulli_logits", "disarm_weights"]
@@ -117,7 +118,7 @@ def _leaf_parameters(fn: Distribution) -> list[torch.Tensor]:
     ]
 
 
-class DisARMELBO(ELBO):
+class DisARMELBO(SurrogateLossMixin, ELBO):
     """DisARM gradient of the ELBO for guides with Bernoulli latents (Dong, Mnih & Tucker 2020,
     "DisARM: An Antithetic Gradient Estimator for Binary Latent Variables", arXiv:2006.10680).
 
@@ -296,18 +297,3 @@ class DisARMELBO(ELBO):
             value = value + elbo
         total, value = total / self.num_particles, value / self.num_particles
         return -(total + (value - total.detach()))
-
-    def loss(self, model, guide, *args, **kwargs) -> float:
-        """``-ELBO`` estimated from ``num_particles`` antithetic pairs, summed over data."""
-        with torch.no_grad():
-            loss = torch_item(self.differentiable_loss(model, guide, *args, **kwargs))
-        warn_if_nan(loss, "loss")
-        return loss
-
-    def loss_and_grads(self, model, guide, *args, **kwargs) -> float:
-        surrogate = self.differentiable_loss(model, guide, *args, **kwargs)
-        if surrogate.requires_grad:
-            surrogate.backward(retain_graph=self.retain_graph)
-        loss = torch_item(surrogate)
-        warn_if_nan(loss, "loss")
-        return loss

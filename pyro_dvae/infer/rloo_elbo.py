@@ -10,6 +10,7 @@ from pyro.util import check_if_enumerated, warn_if_nan
 
 from ..errors import DVAEInputError
 from .local_latents import local_data_plates, per_datum_terms
+from .surrogate_loss import SurrogateLossMixin
 
 __all__ = ["RLOOELBO", "rloo_learning_signals"]
 
@@ -31,7 +32,7 @@ def rloo_learning_signals(f: torch.Tensor) -> torch.Tensor:
     return f - (f.sum(0, keepdim=True) - f) / (k - 1)
 
 
-class RLOOELBO(ELBO):
+class RLOOELBO(SurrogateLossMixin, ELBO):
     """REINFORCE with K samples and a leave-one-out baseline ("Buy 4 REINFORCE samples, get a
     baseline for free!", Kool, van Hoof & Welling, ICLR 2019 DeepRLStructPred workshop).
 
@@ -119,13 +120,5 @@ class RLOOELBO(ELBO):
         with torch.no_grad():
             f, _ = self.sample_elbos(model, guide, *args, **kwargs)
             loss = -torch_item(f.mean(0).sum())
-        warn_if_nan(loss, "loss")
-        return loss
-
-    def loss_and_grads(self, model, guide, *args, **kwargs) -> float:
-        surrogate = self.differentiable_loss(model, guide, *args, **kwargs)
-        if surrogate.requires_grad:
-            surrogate.backward(retain_graph=self.retain_graph)
-        loss = torch_item(surrogate)
         warn_if_nan(loss, "loss")
         return loss

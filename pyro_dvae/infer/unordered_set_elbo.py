@@ -14,15 +14,16 @@ from pyro.distributions.torch_distribution import ExpandedDistribution, MaskedDi
 from pyro.infer import ELBO
 from pyro.infer.enum import get_importance_trace
 from pyro.infer.inspect import get_dependencies
-from pyro.infer.util import is_validation_enabled, torch_item
+from pyro.infer.util import is_validation_enabled
 from pyro.poutine import Trace
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.subsample_messenger import _Subsample
-from pyro.util import check_if_enumerated, warn_if_nan
+from pyro.util import check_if_enumerated
 from torch.distributions import Bernoulli, Categorical, Distribution, OneHotCategorical
 
 from ..errors import DVAEInputError
 from .local_latents import local_data_plates, per_datum_terms
+from .surrogate_loss import SurrogateLossMixin
 from .util import DataPlates, sample_sites
 
 __all__ = ["UnorderedSetELBO", "set_log_prob", "stochastic_beam_search", "unordered_set_weights"]
@@ -223,7 +224,7 @@ class _FixedValues(Messenger):
             msg["done"] = True
 
 
-class UnorderedSetELBO(ELBO):
+class UnorderedSetELBO(SurrogateLossMixin, ELBO):
     """The unordered set estimator of the ELBO gradient (Kool, van Hoof & Welling 2020,
     "Estimating Gradients for Discrete Random Variables by Sampling without Replacement",
     arXiv:2002.06043), with its built-in baseline.
@@ -370,18 +371,3 @@ class UnorderedSetELBO(ELBO):
         whose gradient is the unordered set estimate."""
         surrogate, value = self._estimate(model, guide, args, kwargs)
         return -(surrogate + (value - surrogate.detach()))
-
-    def loss(self, model, guide, *args, **kwargs) -> float:
-        """``-ELBO`` estimated from one set of k codes per datum, summed over data."""
-        with torch.no_grad():
-            loss = torch_item(self.differentiable_loss(model, guide, *args, **kwargs))
-        warn_if_nan(loss, "loss")
-        return loss
-
-    def loss_and_grads(self, model, guide, *args, **kwargs) -> float:
-        surrogate = self.differentiable_loss(model, guide, *args, **kwargs)
-        if surrogate.requires_grad:
-            surrogate.backward(retain_graph=self.retain_graph)
-        loss = torch_item(surrogate)
-        warn_if_nan(loss, "loss")
-        return loss

@@ -12,6 +12,7 @@ from pyro.infer.util import is_validation_enabled, torch_item
 from pyro.util import check_if_enumerated, warn_if_nan
 
 from ..errors import DVAEInputError
+from .surrogate_loss import SurrogateLossMixin
 from .util import DataPlates, find_data_plates, sample_sites
 
 __all__ = ["VIMCOELBO", "vimco_learning_signals"]
@@ -45,7 +46,7 @@ def vimco_learning_signals(log_weights: torch.Tensor) -> torch.Tensor:
     return bound - replaced.logsumexp(1)
 
 
-class VIMCOELBO(ELBO):
+class VIMCOELBO(SurrogateLossMixin, ELBO):
     """VIMCO gradient of the K-sample importance-weighted bound (Mnih & Rezende 2016,
     "Variational Inference for Monte Carlo Objectives", arXiv:1602.06725).
 
@@ -146,13 +147,5 @@ class VIMCOELBO(ELBO):
         with torch.no_grad():
             log_w, _ = self.log_weights(model, guide, *args, **kwargs)
             loss = -torch_item((log_w.logsumexp(0) - math.log(self.num_particles)).sum())
-        warn_if_nan(loss, "loss")
-        return loss
-
-    def loss_and_grads(self, model, guide, *args, **kwargs) -> float:
-        surrogate = self.differentiable_loss(model, guide, *args, **kwargs)
-        if surrogate.requires_grad:
-            surrogate.backward(retain_graph=self.retain_graph)
-        loss = torch_item(surrogate)
         warn_if_nan(loss, "loss")
         return loss
