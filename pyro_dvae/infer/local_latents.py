@@ -18,7 +18,12 @@ from pyro.poutine import Trace
 from ..errors import DVAEInputError
 from .util import DataPlates, find_data_plates, sample_sites
 
-__all__ = ["broadcast_to_site", "local_data_plates", "per_datum_terms"]
+__all__ = [
+    "broadcast_to_site",
+    "local_data_plates",
+    "per_datum_terms",
+    "require_factorized_guide",
+]
 
 
 def local_data_plates(model_trace: Trace, guide_trace: Trace, *, lead: int, name: str):
@@ -102,3 +107,38 @@ def broadcast_to_site(per_datum: torch.Tensor, plates: DataPlates, event_dim: in
     for d, s in zip(plates.dims, plates.sizes):
         shape[width + d] = s
     return per_datum.reshape(tuple(shape) + (1,) * event_dim)
+
+
+def require_factorized_guide(guide, args: tuple, kwargs: dict, checked: set, needs: str) -> None:
+    """Refuse a guide whose discrete sites depend on each other (Pyro's provenance tracking),
+    in one line that says which estimator ``needs`` it and what to use instead. Each guide is
+    checked once (``checked`` holds the guides seen; bound methods count as their function and
+    object).
+
+    Example:
+        >>> import pyro, pyro.distributions as dist
+        >>> def guide():
+        ...     a = pyro.sample("a", dist.Bernoulli(0.5))
+        ...     pyro.sample("b", dist.Bernoulli(0.2 + 0.5 * a))
+        >>> require_factorized_guide(guide, (), {}, set(), "REBAR")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        pyro_dvae.errors.DVAEInputError: guide site 'b' depends on ['a']; REBAR needs ...
+    """
+    from pyro.infer.inspect import get_dependencies
+
+    key = (getattr(guide, "__func__", guide), id(getattr(guide, "__self__", None)))
+    if key in checked:
+        return
+    try:
+        deps = get_dependencies(guide, args, kwargs)["prior_dependencies"]
+    except Exception:  # noqa: BLE001 - provenance tracking failed: nothing to check with
+        deps = {}
+    for site, upstream in deps.items():
+        others = sorted(set(upstream) - {site})
+        if others:
+            raise DVAEInputError(
+                f"guide site '{site}' depends on {others}; {needs} needs the guide's discrete "
+                "sites independent given the data: use rloo or disarm"
+            )
+    checked.add(key)

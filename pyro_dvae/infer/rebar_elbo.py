@@ -12,7 +12,6 @@ from pyro.distributions.torch_distribution import ExpandedDistribution, MaskedDi
 from pyro.distributions.util import sum_rightmost
 from pyro.infer import ELBO
 from pyro.infer.enum import get_importance_trace
-from pyro.infer.inspect import get_dependencies
 from pyro.infer.util import is_validation_enabled, torch_item
 from pyro.poutine import Trace
 from pyro.poutine.messenger import Messenger
@@ -22,7 +21,12 @@ from torch import nn
 from torch.distributions import Bernoulli, Categorical, Distribution, OneHotCategorical
 
 from ..errors import DVAEInputError
-from .local_latents import broadcast_to_site, local_data_plates, per_datum_terms
+from .local_latents import (
+    broadcast_to_site,
+    local_data_plates,
+    per_datum_terms,
+    require_factorized_guide,
+)
 from .util import DataPlates, sample_sites
 
 __all__ = ["CONTROL_VARIATES", "RELAXELBO", "linear_log_prob", "relax_gradient"]
@@ -282,21 +286,7 @@ class RELAXELBO(ELBO):
         return model_trace, guide_trace, noise.sites
 
     def _check_factorized(self, guide, args, kwargs) -> None:
-        key = (getattr(guide, "__func__", guide), id(getattr(guide, "__self__", None)))
-        if key in self._checked:
-            return
-        try:
-            deps = get_dependencies(guide, args, kwargs)["prior_dependencies"]
-        except Exception:  # provenance tracking failed: nothing to check with
-            deps = {}
-        for site, upstream in deps.items():
-            others = sorted(set(upstream) - {site})
-            if others:
-                raise DVAEInputError(
-                    f"guide site '{site}' depends on {others}; REBAR/RELAX need the guide's "
-                    "discrete sites independent given the data: use disarm or rloo"
-                )
-        self._checked.add(key)
+        require_factorized_guide(guide, args, kwargs, self._checked, "REBAR/RELAX")
 
     def _parameters(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         eta = pyro.param(f"{self.name}_eta", lambda: torch.tensor(self.initial_eta))

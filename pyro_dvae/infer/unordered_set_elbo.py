@@ -13,7 +13,6 @@ from pyro.distributions import Independent
 from pyro.distributions.torch_distribution import ExpandedDistribution, MaskedDistribution
 from pyro.infer import ELBO
 from pyro.infer.enum import get_importance_trace
-from pyro.infer.inspect import get_dependencies
 from pyro.infer.util import is_validation_enabled
 from pyro.poutine import Trace
 from pyro.poutine.messenger import Messenger
@@ -22,7 +21,7 @@ from pyro.util import check_if_enumerated
 from torch.distributions import Bernoulli, Categorical, Distribution, OneHotCategorical
 
 from ..errors import DVAEInputError
-from .local_latents import local_data_plates, per_datum_terms
+from .local_latents import local_data_plates, per_datum_terms, require_factorized_guide
 from .surrogate_loss import SurrogateLossMixin
 from .util import DataPlates, sample_sites
 
@@ -277,22 +276,7 @@ class UnorderedSetELBO(SurrogateLossMixin, ELBO):
         self._checked: set = set()
 
     def _check_factorized(self, guide, args, kwargs) -> None:
-        key = (getattr(guide, "__func__", guide), id(getattr(guide, "__self__", None)))
-        if key in self._checked:
-            return
-        try:
-            deps = get_dependencies(guide, args, kwargs)["prior_dependencies"]
-        except Exception:  # provenance tracking failed: nothing to check with
-            deps = {}
-        for site, upstream in deps.items():
-            others = sorted(set(upstream) - {site})
-            if others:
-                raise DVAEInputError(
-                    f"guide site '{site}' depends on {others}; the unordered set estimator "
-                    "samples the guide's discrete sites jointly and needs them independent "
-                    "given the data: use rloo or disarm"
-                )
-        self._checked.add(key)
+        require_factorized_guide(guide, args, kwargs, self._checked, "the unordered set estimator")
 
     def _run(self, model, guide, args, kwargs, values: dict) -> tuple[Trace, Trace]:
         model_trace, guide_trace = get_importance_trace(
