@@ -369,23 +369,40 @@ class StructuredEnumeration:
             [s for s in guide_trace.nodes.values() if _is_sample(s)] if guide_trace else []
         )
         guide_latent = {s["name"]: s for s in guide_sites if not s["is_observed"]}
-        nesting = 0
-        for site in model_sites + guide_sites:
-            for f in site["cond_indep_stack"]:
-                if f.vectorized and f.dim is not None:
-                    nesting = max(nesting, -f.dim)
-        self.max_plate_nesting = nesting
+        self._find_plates(model_sites, guide_sites)
+        self._classify_sites(model_sites, guide_latent, model_trace)
+        self._find_coupled(model_trace, guide_trace, max_configurations)
+        self._floats_per_config = 1024 + sum(
+            _floats_per_config(s) for s in model_sites if s["is_observed"]
+        )
+
+    def _find_plates(self, model_sites: list, guide_sites: list) -> None:
+        """Plate nesting, the data plate (the outermost plate holding every site: a datum is
+        one of its elements; plates nested inside it are summed within the datum), and whether
+        it is subsampled."""
+        self.max_plate_nesting = max(
+            (
+                -f.dim
+                for site in model_sites + guide_sites
+                for f in site["cond_indep_stack"]
+                if f.vectorized and f.dim is not None
+            ),
+            default=0,
+        )
         frames = [_plates(s) for s in model_sites]
-        # the data plate: the outermost plate holding every site (a datum is one of its
-        # elements; plates nested inside it are summed within the datum)
         common = sorted(frozenset.intersection(*frames) if frames else (), key=_dim)
         self.data_frames = common[:1]
+        data = set(self.data_frames)
         self.subsampled = any(
             f.full_size not in (None, f.size)
             for s in model_sites
             for f in s["cond_indep_stack"]
-            if f.vectorized and (f.name, f.dim, f.size) in set(self.data_frames)
+            if f.vectorized and (f.name, f.dim, f.size) in data
         )
+
+    def _classify_sites(self, model_sites: list, guide_latent: dict, model_trace) -> None:
+        """Each latent model site: summed in the guide, summed in the model, or continuous
+        (sampled from the guide); one-line errors for what no exact objective can do."""
         self.guide_enumerated: set[str] = set()
         self.model_enumerated: set[str] = set()
         self.continuous: set[str] = set()
@@ -400,14 +417,14 @@ class StructuredEnumeration:
                     f"site '{name}' is discrete in one of model and guide and continuous in the "
                     "other; give it the same kind of distribution in both"
                 )
+            if not discrete and not in_guide:
+                kind = type(leaf_distribution(site["fn"])).__name__
+                raise DVAEInputError(
+                    f"latent site '{name}' has a {kind} "
+                    "distribution, which cannot be summed exactly, and no guide site; add "
+                    f"q({name} | x) to the guide (it is then sampled) or make '{name}' discrete"
+                )
             if not discrete:
-                if not in_guide:
-                    kind = type(leaf_distribution(site["fn"])).__name__
-                    raise DVAEInputError(
-                        f"latent site '{name}' has a {kind} "
-                        "distribution, which cannot be summed exactly, and no guide site; add "
-                        f"q({name} | x) to the guide (it is then sampled) or make '{name}' discrete"
-                    )
                 self.continuous.add(name)
             elif in_guide and self.guide_side:
                 self.guide_enumerated.add(name)
@@ -429,7 +446,10 @@ class StructuredEnumeration:
                     "rsample: use a reparameterizable distribution such as Normal"
                 )
         self.guide_has_discrete = any(_is_discrete(s["fn"]) for s in guide_latent.values())
-        # the coupled group: discrete sites directly in the data plates, outside pyro.markov
+
+    def _find_coupled(self, model_trace, guide_trace, max_configurations: int) -> None:
+        """The coupled group: discrete sites directly in the data plate, outside pyro.markov
+        (and any ``.to_event`` group, which Pyro cannot enumerate), in the order they run."""
         data = set(self.data_frames)
         self.coupled: dict[str, _CoupledSite] = {}
         self.coupled_side: dict[str, str] = {}
@@ -438,7 +458,7 @@ class StructuredEnumeration:
             ("guide", guide_trace, self.guide_enumerated),
             ("model", model_trace, self.model_enumerated),
         ):
-            for name in [n for n in (trace.nodes if trace else ()) if n in names]:  # run order
+            for name in [n for n in (trace.nodes if trace else ()) if n in names]:
                 site = trace.nodes[name]
                 fn = site["fn"]
                 leaf = leaf_distribution(fn)
@@ -463,9 +483,6 @@ class StructuredEnumeration:
                 "sequential sites in pyro.markov, use a smaller latent space, an "
                 "importance-weighted bound (iwae_log_likelihood), or a relaxed estimator"
             )
-        self._floats_per_config = 1024 + sum(
-            _floats_per_config(s) for s in model_sites if s["is_observed"]
-        )
 
     def _block_capacity(self, model_trace, chunk_size: int | None) -> int:
         if chunk_size is not None:
@@ -733,7 +750,8 @@ def _dense(term, symbols: list[str]) -> torch.Tensor | float:
         term = term.sum(drop)
         dims = "".join(d for d in dims if d in symbols)
     present = [d for d in symbols if d in dims]
-    term = term.permute([dims.index(d) for d in present])
+    if dims:
+        term = term.permute([dims.index(d) for d in present])
     shape = [term.shape[present.index(d)] if d in present else 1 for d in symbols]
     return term.reshape(shape)
 
@@ -761,15 +779,5 @@ def _empty_guide(*args, **kwargs) -> None:
 
 def _to_data(term, data_symbols: list[str], sizes: list[int]) -> torch.Tensor | float:
     """A packed term summed over every dim but the data plates, dense in their order."""
-    if not torch.is_tensor(term):
-        return float(term)
-    dims = getattr(term, "_pyro_dims", "")
-    keep = [d for d in data_symbols if d in dims]
-    drop = [i for i, d in enumerate(dims) if d not in keep]
-    if drop:
-        term = term.sum(drop)
-        dims = "".join(d for d in dims if d in keep)
-    if dims:
-        term = term.permute([dims.index(d) for d in keep])
-    shape = [term.shape[keep.index(d)] if d in keep else 1 for d in data_symbols]
-    return term.reshape(shape).expand(sizes)
+    term = _dense(term, data_symbols)
+    return term if isinstance(term, float) else term.expand(sizes)
