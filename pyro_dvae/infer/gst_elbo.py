@@ -117,7 +117,31 @@ def gst_bernoulli(
     return hard + (soft - soft.detach())
 
 
-class GSTOneHotCategorical(OneHotCategorical):
+class _GappedSampling:
+    """The temperature and gap of a gapped straight-through distribution: kept through
+    ``expand``; ``rsample`` is exact, with a surrogate gradient."""
+
+    has_rsample = True
+
+    def __init__(
+        self,
+        temperature: float | torch.Tensor,
+        gap: float = 1.0,
+        probs: torch.Tensor | None = None,
+        logits: torch.Tensor | None = None,
+        validate_args: bool | None = None,
+    ) -> None:
+        self.temperature = temperature
+        self.gap = _check_gap(gap)
+        super().__init__(probs=probs, logits=logits, validate_args=validate_args)
+
+    def expand(self, batch_shape, _instance=None):
+        new = self._get_checked_instance(type(self), _instance)
+        new.temperature, new.gap = self.temperature, self.gap
+        return super().expand(batch_shape, _instance=new)
+
+
+class GSTOneHotCategorical(_GappedSampling, OneHotCategorical):
     """One-hot categorical sampled exactly, with the gapped straight-through gradient
     (:func:`gst_one_hot`, arXiv:2206.07235). :meth:`log_prob` is the categorical log-mass.
 
@@ -128,25 +152,6 @@ class GSTOneHotCategorical(OneHotCategorical):
         (torch.Size([3, 2, 4]), [1.0])
     """
 
-    has_rsample = True
-
-    def __init__(
-        self,
-        temperature: float | torch.Tensor,
-        gap: float = 1.0,
-        probs: torch.Tensor | None = None,
-        logits: torch.Tensor | None = None,
-        validate_args: bool | None = None,
-    ) -> None:
-        self.temperature = temperature
-        self.gap = _check_gap(gap)
-        super().__init__(probs=probs, logits=logits, validate_args=validate_args)
-
-    def expand(self, batch_shape, _instance=None):
-        new = self._get_checked_instance(GSTOneHotCategorical, _instance)
-        new.temperature, new.gap = self.temperature, self.gap
-        return super().expand(batch_shape, _instance=new)
-
     def rsample(self, sample_shape: torch.Size = _EMPTY) -> torch.Tensor:
         logits = self.logits.expand(self._extended_shape(sample_shape))
         with torch.no_grad():
@@ -156,7 +161,7 @@ class GSTOneHotCategorical(OneHotCategorical):
         return gst_one_hot(logits, hard, self.temperature, self.gap)
 
 
-class GSTBernoulli(Bernoulli):
+class GSTBernoulli(_GappedSampling, Bernoulli):
     """Bernoulli sampled exactly, with the gapped straight-through gradient
     (:func:`gst_bernoulli`). :meth:`log_prob` is the Bernoulli log-mass.
 
@@ -165,25 +170,6 @@ class GSTBernoulli(Bernoulli):
         >>> bool(((z == 0) | (z == 1)).all())
         True
     """
-
-    has_rsample = True
-
-    def __init__(
-        self,
-        temperature: float | torch.Tensor,
-        gap: float = 1.0,
-        probs: torch.Tensor | None = None,
-        logits: torch.Tensor | None = None,
-        validate_args: bool | None = None,
-    ) -> None:
-        self.temperature = temperature
-        self.gap = _check_gap(gap)
-        super().__init__(probs=probs, logits=logits, validate_args=validate_args)
-
-    def expand(self, batch_shape, _instance=None):
-        new = self._get_checked_instance(GSTBernoulli, _instance)
-        new.temperature, new.gap = self.temperature, self.gap
-        return super().expand(batch_shape, _instance=new)
 
     def rsample(self, sample_shape: torch.Size = _EMPTY) -> torch.Tensor:
         logits = self.logits.expand(self._extended_shape(sample_shape))

@@ -79,7 +79,7 @@ class RLOOELBO(SurrogateLossMixin, ELBO):
         if int(num_particles) < 2:
             raise DVAEInputError(
                 f"RLOO needs num_particles >= 2 (leave-one-out baseline), got {num_particles}; "
-                "pass e.g. --num-particles 4"
+                "pass e.g. num_particles=4"
             )
         super().__init__(
             num_particles=int(num_particles),
