@@ -16,7 +16,7 @@ from pyro.distributions.util import is_identically_zero
 from pyro.poutine import Trace
 
 from ..errors import DVAEInputError
-from .util import DataPlates, find_data_plates, sample_sites
+from .util import DataPlates, callable_key, find_data_plates, sample_sites
 
 __all__ = [
     "broadcast_to_site",
@@ -127,7 +127,7 @@ def require_factorized_guide(guide, args: tuple, kwargs: dict, checked: set, nee
     """
     from pyro.infer.inspect import get_dependencies
 
-    key = (getattr(guide, "__func__", guide), id(getattr(guide, "__self__", None)))
+    key = callable_key(guide)
     if key in checked:
         return
     try:

@@ -50,6 +50,7 @@ from torch.distributions import Distribution
 
 from ..errors import DVAEInputError, LatentSpaceTooLargeError
 from .broadcasting import BroadcastingMessenger
+from .util import callable_key
 
 __all__ = ["StructuredEnumeration"]
 
@@ -301,7 +302,7 @@ class StructuredEnumeration:
         self.kwargs = kwargs or {}
         self.guide_side = guide_side
         self._pending = None
-        key = (_callable_key(model), _callable_key(guide), guide_side)
+        key = (callable_key(model), callable_key(guide), guide_side)
         nesting = _NESTING_CACHE.get(key) if single_pass else None
         if nesting is None or not self._single_pass(max_configurations, chunk_size, nesting):
             self._analyse(max_configurations, chunk_size)
@@ -720,16 +721,6 @@ def drop_global_costs(model_trace, guide_trace, data_frames: list) -> None:
             zero._pyro_dims = ""
             site["packed"]["log_prob"] = zero
             site["packed"]["unscaled_log_prob"] = zero
-
-
-def _callable_key(fn) -> tuple:
-    """Identity of a model or guide, bound methods included (a new bound-method object is made
-    at every attribute access). Only a hint: a reused id gives a wrong nesting guess, which the
-    single pass detects."""
-    if fn is None:
-        return ()
-    owner = getattr(fn, "__self__", None)
-    return (id(getattr(fn, "__func__", fn)), id(owner))
 
 
 def _data_ring(data_symbols: list[str], sizes: list[int]) -> LogRing:

@@ -20,12 +20,30 @@ from ..errors import DVAEInputError
 
 __all__ = [
     "DataPlates",
+    "callable_key",
     "find_data_plates",
     "per_datum_log_prob",
     "sample_sites",
     "sampled_prior_kl",
     "site_kl",
 ]
+
+
+def callable_key(fn) -> tuple:
+    """A hashable identity of a model or guide that survives attribute access: a bound method
+    is a new object at every ``obj.method``, so it is keyed by its function and its object's id.
+
+    Example:
+        >>> class M:
+        ...     def model(self):
+        ...         pass
+        >>> m = M()
+        >>> callable_key(m.model) == callable_key(m.model)
+        True
+    """
+    if fn is None:
+        return ()
+    return (getattr(fn, "__func__", fn), id(getattr(fn, "__self__", None)))
 
 
 def sample_sites(trace: Trace) -> list[dict]:
