@@ -36,6 +36,8 @@ WORKER = textwrap.dedent(
                     "grads": {n: p.grad for n, p in vae.named_parameters()}}, out)
     del ddp  # release DDP's reducer (and its gloo work) before leaving the process group
     ctx.shutdown()
+    from pyro_dvae.__main__ import exit_rank  # the CLI's rank exit: no gloo teardown abort
+    exit_rank(0)
     """
 )
 
