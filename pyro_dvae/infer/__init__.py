@@ -10,7 +10,7 @@ from .enumeration import (
 from .estimators import ESTIMATORS, EXACT_ESTIMATORS, RELAXED_ESTIMATORS, build_elbo
 from .evaluation import discrete_elbo, iwae_log_likelihood
 from .exact_marginal_elbo import ExactMarginalELBO
-from .gst_elbo import GSTELBO, GSTMessenger, gst_bernoulli, gst_distribution, gst_one_hot
+from .gst_elbo import GSTELBO, gst_bernoulli, gst_one_hot
 from .gumbel_rao_elbo import GumbelRaoELBO
 from .gumbel_softmax_elbo import KL_CHOICES, GumbelSoftmaxELBO
 from .rebar_elbo import CONTROL_VARIATES, RELAXELBO, linear_log_prob, relax_gradient
@@ -55,7 +55,6 @@ __all__ = [
     "EstimatorInfo",
     "ExponentialDecayTemperature",
     "GSTELBO",
-    "GSTMessenger",
     "GumbelRaoELBO",
     "GumbelSoftmaxELBO",
     "NeuralBaseline",
@@ -79,7 +78,6 @@ __all__ = [
     "exact_posterior",
     "get_estimator",
     "gst_bernoulli",
-    "gst_distribution",
     "gst_one_hot",
     "iwae_log_likelihood",
     "linear_log_prob",

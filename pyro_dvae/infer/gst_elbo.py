@@ -21,30 +21,25 @@ Generative Models via Gapped Straight-Through Estimator. ICML 2022, arXiv:2206.0
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 import torch
 from pyro.distributions import Bernoulli, OneHotCategorical
-from torch.distributions import Categorical, Distribution
 
 from ..errors import DVAEInputError
 from .gumbel_softmax_elbo import GumbelSoftmaxELBO
-from .relax import RelaxMessenger, map_leaf
+from .relax import Relaxation
 
 __all__ = [
     "GSTBernoulli",
     "GSTELBO",
-    "GSTMessenger",
     "GSTOneHotCategorical",
     "gst_bernoulli",
-    "gst_distribution",
     "gst_one_hot",
 ]
 
 _EMPTY = torch.Size()
 
 
-def _check_gap(gap: float) -> float:
+def check_gap(gap: float) -> float:
     gap = float(gap)
     if not gap > 0:
         raise DVAEInputError(f"the GST gap must be > 0, got {gap}; pass e.g. 1.0")
@@ -132,7 +127,7 @@ class _GappedSampling:
         validate_args: bool | None = None,
     ) -> None:
         self.temperature = temperature
-        self.gap = _check_gap(gap)
+        self.gap = check_gap(gap)
         super().__init__(probs=probs, logits=logits, validate_args=validate_args)
 
     def expand(self, batch_shape, _instance=None):
@@ -178,62 +173,6 @@ class GSTBernoulli(_GappedSampling, Bernoulli):
         return gst_bernoulli(logits, hard, self.temperature, self.gap)
 
 
-def gst_distribution(
-    fn: Distribution, temperature: float | torch.Tensor = 1.0, gap: float = 1.0
-) -> Distribution | None:
-    """The GST counterpart of a ``OneHotCategorical`` or ``Bernoulli`` (inside any nesting of
-    ``.to_event``, ``.expand`` and ``.mask``), or ``None`` if ``fn`` is not discrete.
-
-    Example:
-        >>> import pyro.distributions as dist
-        >>> d = dist.Bernoulli(logits=torch.zeros(4, 8)).to_event(1)
-        >>> type(gst_distribution(d).base_dist).__name__
-        'GSTBernoulli'
-    """
-    return map_leaf(fn, lambda leaf: _gst_leaf(leaf, temperature, gap))
-
-
-def _gst_leaf(fn: Distribution, temperature: float | torch.Tensor, gap: float):
-    if isinstance(fn, (GSTOneHotCategorical, GSTBernoulli)):
-        return fn
-    if isinstance(fn, OneHotCategorical) and not fn.has_rsample:
-        return GSTOneHotCategorical(temperature, gap, logits=fn.logits)
-    if isinstance(fn, Bernoulli) and not fn.has_rsample:
-        return GSTBernoulli(temperature, gap, logits=fn.logits)
-    if isinstance(fn, Categorical) and not fn.has_rsample:
-        raise DVAEInputError(
-            "a Categorical (integer-valued) latent has no straight-through gradient; declare it "
-            "as dist.OneHotCategorical(logits), or use a score-function estimator (rloo, disarm)"
-        )
-    return None
-
-
-class GSTMessenger(RelaxMessenger):
-    """Like :class:`~pyro_dvae.infer.RelaxMessenger`, but discrete latent sites draw from their
-    GST counterparts (the original stays readable by
-    :func:`~pyro_dvae.infer.discrete_counterpart`).
-
-    Example:
-        >>> import pyro, pyro.distributions as dist
-        >>> def model():
-        ...     return pyro.sample("z", dist.OneHotCategorical(logits=torch.zeros(3)))
-        >>> GSTMessenger(1.0)(model)().sum().item()
-        1.0
-    """
-
-    def __init__(
-        self,
-        temperature: float | torch.Tensor = 1.0,
-        gap: float = 1.0,
-        sites: Iterable[str] | None = None,
-    ) -> None:
-        super().__init__(temperature, straight_through=True, sites=sites)
-        self.gap = _check_gap(gap)
-
-    def _relax(self, fn: Distribution) -> Distribution | None:
-        return gst_distribution(fn, self.temperature, self.gap)
-
-
 class GSTELBO(GumbelSoftmaxELBO):
     """Gapped straight-through estimator of the discrete ELBO (Fan et al. 2022,
     arXiv:2206.07235; see :mod:`pyro_dvae.infer.gst_elbo`).
@@ -265,10 +204,10 @@ class GSTELBO(GumbelSoftmaxELBO):
 
     def __init__(self, temperature: float = 1.0, gap: float = 1.0, **kwargs) -> None:
         super().__init__(temperature=temperature, kl="analytic", straight_through=True, **kwargs)
-        self.gap = _check_gap(gap)
+        self.gap = check_gap(gap)
 
-    def _relax_handler(self) -> GSTMessenger:
-        return GSTMessenger(self.temperature, self.gap)
+    def _relaxation(self) -> Relaxation:
+        return Relaxation.gst(self.temperature, self.gap)
 
     def _get_trace(self, model, guide, args, kwargs):
         try:

@@ -14,8 +14,8 @@ estimators without edits.
 
 One handler serves every relaxation: a :class:`Relaxation` says which distribution replaces a
 ``OneHotCategorical`` and a ``Bernoulli`` leaf (Concrete, straight-through, Gumbel-Rao,
-ReinMax, ...), at which temperature and with which extra arguments; :class:`RelaxMessenger`
-applies it to the sites of a model or guide.
+ReinMax, gapped straight-through, ...), at which temperature and with which extra arguments;
+:class:`RelaxMessenger` applies it to the sites of a model or guide.
 
 References:
     - [1] C. J. Maddison, A. Mnih, Y. W. Teh. The Concrete Distribution. arXiv:1611.00712
@@ -119,9 +119,9 @@ class Relaxation:
     ``OneHotCategorical``, ``bernoulli(...)`` a ``Bernoulli``; distributions that already have
     ``rsample`` (relaxed or straight-through ones) are kept, an integer ``Categorical`` raises.
 
-    The built-in ones: :meth:`concrete`, :meth:`straight_through`, :meth:`gumbel_rao` and
-    :meth:`reinmax`; a new one is a ``Relaxation(name, OneHotClass, BernoulliClass, tau,
-    {"extra": value})``.
+    The built-in ones: :meth:`concrete`, :meth:`straight_through`, :meth:`gumbel_rao`,
+    :meth:`reinmax` and :meth:`gst`; a new one is a ``Relaxation(name, OneHotClass,
+    BernoulliClass, tau, {"extra": value})``.
 
     Example:
         >>> import pyro.distributions as dist
@@ -170,6 +170,13 @@ class Relaxation:
         from ..distributions.reinmax import ReinMaxBernoulli, ReinMaxOneHotCategorical
 
         return cls("ReinMax", ReinMaxOneHotCategorical, ReinMaxBernoulli, temperature)
+
+    @classmethod
+    def gst(cls, temperature: float | torch.Tensor = 1.0, gap: float = 1.0) -> Relaxation:
+        """Exact samples with the gapped straight-through gradient (Fan et al. 2022)."""
+        from .gst_elbo import GSTBernoulli, GSTOneHotCategorical, check_gap
+
+        return cls("GST", GSTOneHotCategorical, GSTBernoulli, temperature, {"gap": check_gap(gap)})
 
     def leaf(self, fn: Distribution) -> Distribution | None:
         """The relaxed counterpart of one (unwrapped) distribution, or ``None`` if not discrete."""

@@ -33,8 +33,9 @@ from pyro_dvae.errors import DVAEInputError
 from pyro_dvae.infer import (
     GSTELBO,
     RLOOELBO,
-    GSTMessenger,
     GumbelSoftmaxELBO,
+    Relaxation,
+    RelaxMessenger,
     ScoreFunctionELBO,
     discrete_counterpart,
     gst_bernoulli,
@@ -174,13 +175,13 @@ def test_integer_categorical_is_refused_in_one_line():
     assert "\n" not in str(info.value)
 
 
-def test_messenger_keeps_the_discrete_distribution():
+def test_relax_handler_keeps_the_discrete_distribution():
     def model():
         with pyro.plate("data", 4):
             pyro.sample("z", dist.OneHotCategorical(logits=torch.zeros(2, 3)).to_event(1))
             pyro.sample("b", dist.Bernoulli(logits=torch.zeros(5)).to_event(1))
 
-    tr = pyro.poutine.trace(GSTMessenger(1.0, 0.5)(model)).get_trace()
+    tr = pyro.poutine.trace(RelaxMessenger(Relaxation.gst(1.0, 0.5))(model)).get_trace()
     assert type(tr.nodes["z"]["fn"].base_dist).__name__ == "GSTOneHotCategorical"
     assert tr.nodes["z"]["fn"].base_dist.gap == 0.5
     assert isinstance(discrete_counterpart(tr.nodes["b"]["fn"]).base_dist, dist.Bernoulli)
@@ -200,3 +201,11 @@ def test_discrete_vae_loss_estimates_minus_elbo():
 def test_bad_gap():
     with pytest.raises(DVAEInputError, match="gap must be > 0"):
         GSTELBO(gap=0.0)
+    with pytest.raises(DVAEInputError, match="gap must be > 0"):
+        Relaxation.gst(1.0, gap=-1.0)
+
+
+def test_estimator_goes_through_the_shared_relax_handler():
+    handler = GSTELBO(temperature=0.5, gap=2.0)._relax_handler()
+    assert type(handler) is RelaxMessenger
+    assert handler.relaxation == Relaxation.gst(0.5, 2.0)
