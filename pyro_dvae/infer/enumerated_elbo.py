@@ -3,22 +3,15 @@
 from __future__ import annotations
 
 import torch
-from pyro.infer import ELBO
-from pyro.infer.traceenum_elbo import _compute_dice_elbo
-from pyro.poutine import scale as scale_handler
-from pyro.util import warn_if_nan
 
 from ..errors import DVAEInputError
-from .structured_enumeration import (
-    DEFAULT_MAX_CONFIGURATIONS,
-    StructuredEnumeration,
-    drop_global_costs,
-)
+from .exact_sum_elbo import ExactSumELBO, LossTerm
+from .structured_enumeration import StructuredEnumeration
 
 __all__ = ["EnumeratedELBO"]
 
 
-class EnumeratedELBO(ELBO):
+class EnumeratedELBO(ExactSumELBO):
     """ELBO = E_q[log p(x, z) - log q(z|x)] with every discrete guide site summed exactly.
 
     The user writes model and guide in plain Pyro syntax; nothing needs ``config_enumerate``:
@@ -61,40 +54,14 @@ class EnumeratedELBO(ELBO):
         >>> loss = EnumeratedELBO().loss(model, guide, torch.zeros(2))
     """
 
-    def __init__(
-        self,
-        num_particles: int = 1,
-        max_configurations: int = DEFAULT_MAX_CONFIGURATIONS,
-        chunk_size: int | None = None,
-    ) -> None:
-        if num_particles < 1:
-            raise DVAEInputError(f"num_particles must be >= 1, got {num_particles}")
-        super().__init__(num_particles=num_particles)
-        self.max_configurations = max_configurations
-        self.chunk_size = chunk_size
+    def _guide_side(self, model, guide, args, kwargs, single_pass=True) -> StructuredEnumeration:
+        return self._space(model, guide, args, kwargs, guide_side=True, single_pass=single_pass)
 
-    def _space(self, model, guide, args, kwargs, single_pass=True) -> StructuredEnumeration:
-        return StructuredEnumeration(
-            model,
-            guide,
-            args,
-            kwargs,
-            guide_side=True,
-            max_configurations=self.max_configurations,
-            chunk_size=self.chunk_size,
-            single_pass=single_pass,
-        )
-
-    def _block_elbos(self, model, guide, args, kwargs):
-        """Each block's (and particle's) share of the ELBO, a differentiable scalar."""
-        space = self._space(model, guide, args, kwargs)
-        for _ in range(self.num_particles):
-            for i, block in enumerate(space.blocks):
-                traces = space.traces(block)
-                if i:
-                    drop_global_costs(*traces, space.data_frames)
-                elbo = _compute_dice_elbo(*traces)
-                yield torch.as_tensor(elbo) / self.num_particles
+    def _loss_terms(self, model, guide, args, kwargs):
+        """Each block's (and particle's) share of -ELBO, a differentiable scalar."""
+        for elbo in self._dice_elbos(self._guide_side(model, guide, args, kwargs)):
+            share = -(elbo / self.num_particles)
+            yield LossTerm(share, share)
 
     def per_datum(self, model, guide, *args, **kwargs) -> torch.Tensor:
         """The ELBO of each datum (elements of the outermost plate holding every site),
@@ -104,7 +71,7 @@ class EnumeratedELBO(ELBO):
         ELBO is linear in it), so it is exactly the per-datum split of :meth:`loss`.
         """
         # its traces are drawn under a per-datum scale: no single pass (drawn without it)
-        space = self._space(model, guide, args, kwargs, single_pass=False)
+        space = self._guide_side(model, guide, args, kwargs, single_pass=False)
         if space.model_enumerated:
             raise DVAEInputError(
                 "per_datum needs the discrete sites summed in the guide; sites "
@@ -118,37 +85,6 @@ class EnumeratedELBO(ELBO):
             torch.get_default_dtype(),
         )
         weight = torch.ones((size,) + (1,) * (-1 - dim), dtype=dtype, requires_grad=True)
-        total = 0.0
-        for _ in range(self.num_particles):
-            for i, block in enumerate(space.blocks):
-                with scale_handler(scale=weight):
-                    traces = space.traces(block)
-                if i:
-                    drop_global_costs(*traces, space.data_frames)
-                total = total + _compute_dice_elbo(*traces)
+        total = sum(self._dice_elbos(space, weight))
         (grad,) = torch.autograd.grad(total, weight)
         return grad.reshape(-1) / self.num_particles
-
-    def _get_trace(self, model, guide, args, kwargs):
-        raise NotImplementedError(
-            f"{type(self).__name__} sums over configurations; it draws no traces"
-        )
-
-    def loss(self, model, guide, *args, **kwargs) -> float:
-        with torch.no_grad():
-            loss = -sum(float(e) for e in self._block_elbos(model, guide, args, kwargs))
-        warn_if_nan(loss, "loss")
-        return loss
-
-    def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
-        """The negative ELBO as a differentiable tensor (holds every block's graph)."""
-        return -sum(self._block_elbos(model, guide, args, kwargs))
-
-    def loss_and_grads(self, model, guide, *args, **kwargs) -> float:
-        loss = 0.0
-        for elbo in self._block_elbos(model, guide, args, kwargs):
-            if elbo.requires_grad:
-                (-elbo).backward()
-            loss -= float(elbo.detach())
-        warn_if_nan(loss, "loss")
-        return loss

@@ -6,15 +6,13 @@ from collections.abc import Callable
 
 import pyro.poutine as poutine
 import torch
-from pyro.infer import ELBO
-from pyro.infer.traceenum_elbo import _compute_dice_elbo
 from pyro.util import warn_if_nan
 
+from .exact_sum_elbo import ExactSumELBO, LossTerm
 from .structured_enumeration import (
     DEFAULT_MAX_CONFIGURATIONS,
     StructuredEnumeration,
     combine_blocks,
-    drop_global_costs,
 )
 
 __all__ = ["ExactMarginalELBO"]
@@ -35,7 +33,7 @@ def _latents_only(guide: Callable) -> Callable:
     return poutine.block(guide, hide_fn=lambda msg: msg["type"] == "sample" and msg["is_observed"])
 
 
-class ExactMarginalELBO(ELBO):
+class ExactMarginalELBO(ExactSumELBO):
     """Objective log p(x) = log sum_y p(x, y) with every discrete site y summed in the model.
 
     On a purely discrete model this is exact: the ELBO at its optimum, q(y|x) = p(y|x), with no
@@ -78,21 +76,8 @@ class ExactMarginalELBO(ELBO):
         chunk_size: int | None = None,
         train_guide: bool = True,
     ) -> None:
-        super().__init__(num_particles=1)
-        self.max_configurations = max_configurations
-        self.chunk_size = chunk_size
+        super().__init__(1, max_configurations, chunk_size)
         self.train_guide = train_guide
-
-    def _space(self, model, guide, args, kwargs, **options) -> StructuredEnumeration:
-        return StructuredEnumeration(
-            model,
-            guide,
-            args,
-            kwargs,
-            max_configurations=self.max_configurations,
-            chunk_size=self.chunk_size,
-            **options,
-        )
 
     def _spaces(self, model, guide, args, kwargs):
         """The model-side sum, and (if the guide is trained by KL) the guide-side one."""
@@ -113,26 +98,15 @@ class ExactMarginalELBO(ELBO):
             return None
         return poutine.trace(space.guide).get_trace(*space.args, **space.kwargs)
 
-    @staticmethod
-    def _kl_terms(kl_space: StructuredEnumeration | None):
+    def _kl_terms(self, kl_space: StructuredEnumeration | None):
         """-ELBO of the guide against the fixed model per block: its gradient is that of
         KL(q || p(y|x)) with respect to the guide."""
-        if kl_space is None:
-            return
-        for i, block in enumerate(kl_space.blocks):
-            traces = kl_space.traces(block)
-            if i:
-                drop_global_costs(*traces, kl_space.data_frames)
-            yield -torch.as_tensor(_compute_dice_elbo(*traces))
+        if kl_space is not None:
+            yield from (-elbo for elbo in self._dice_elbos(kl_space))
 
     def log_likelihood(self, model, *args, **kwargs) -> torch.Tensor:
         """Exact log p(x) per datum (no gradient; discrete models)."""
         return self._space(model, None, args, kwargs, guide_side=False).log_marginal()
-
-    def _get_trace(self, model, guide, args, kwargs):
-        raise NotImplementedError(
-            f"{type(self).__name__} sums over configurations; it draws no traces"
-        )
 
     def loss(self, model, guide, *args, **kwargs) -> float:
         space, _ = self._spaces(model, guide, args, kwargs)
@@ -155,30 +129,30 @@ class ExactMarginalELBO(ELBO):
             objective = objective + (kl - kl.detach())
         return objective
 
-    def loss_and_grads(self, model, guide, *args, **kwargs) -> float:
+    def _loss_terms(self, model, guide, args, kwargs):
+        """-log p(x) and its gradient (with several blocks: each block's share, weighted by its
+        exact posterior mass), then the guide's KL terms (gradient only)."""
         space, kl_space = self._spaces(model, guide, args, kwargs)
         draw = self._guide_draw(space)
         if space.num_blocks == 1:
-            total = combine_blocks(list(space.block_log_marginals(draw)))
-            if total.requires_grad:
-                (-total.sum()).backward()
-            loss = -float(total.detach().sum())
+            loss = -combine_blocks(list(space.block_log_marginals(draw))).sum()
+            yield LossTerm(loss, loss)
         else:
-            with torch.no_grad():
-                results = list(space.block_log_marginals(draw))
-                total = combine_blocks(results)
-            _, scale, rest0 = results[0]
-            log_sum = (total - rest0) / scale  # per datum, over every block
-            # d log sum_b exp(V_b) = sum_b w_b dV_b, V_b a block's value per datum, w_b its mass
-            for lp, _, rest in space.block_log_marginals(draw):
-                value = scale * lp + rest
-                weight = ((value.detach() - rest0) / scale - log_sum).exp()
-                surrogate = -(weight * value).sum()
-                if surrogate.requires_grad:
-                    surrogate.backward(retain_graph=True)
-            loss = -float(total.sum())
+            yield from self._weighted_block_terms(space, draw)
         for kl in self._kl_terms(kl_space):
-            if kl.requires_grad:
-                kl.backward()
-        warn_if_nan(loss, "loss")
-        return loss
+            yield LossTerm(0.0, kl)
+
+    @staticmethod
+    def _weighted_block_terms(space: StructuredEnumeration, draw):
+        """-log p(x) summed over the blocks without gradient, then each block's surrogate:
+        d log sum_b exp(V_b) = sum_b w_b dV_b (V_b a block's value per datum, w_b its mass)."""
+        with torch.no_grad():
+            results = list(space.block_log_marginals(draw))
+            total = combine_blocks(results)
+        yield LossTerm(-total.sum())
+        _, scale, rest0 = results[0]
+        log_sum = (total - rest0) / scale  # per datum, over every block
+        for lp, _, rest in space.block_log_marginals(draw):
+            value = scale * lp + rest
+            weight = ((value.detach() - rest0) / scale - log_sum).exp()
+            yield LossTerm(0.0, -(weight * value).sum(), retain_graph=True)
