@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import DVAEInputError
+from .augment import random_translate
 from .dataset import BinaryDataset, validate_data
 from .digits import load_digits
 from .mnist import load_mnist, read_idx
@@ -25,6 +26,7 @@ __all__ = [
     "load_digits",
     "load_mnist",
     "make_synthetic",
+    "random_translate",
     "read_idx",
     "validate_data",
 ]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import pyro
 import pyro.distributions as dist
@@ -73,6 +73,16 @@ class SemiSupervisedVAE(nn.Module):
         ``pyro.factor("entropy", ...)`` on unlabelled batches (under their ``scale``), which
         rewards confident classifications (entropy minimization, Grandvalet & Bengio 2004); the
         loss is then no longer a bound on ``-log p(x)``.
+    :param consistency_weight: weight ``w`` of a consistency term on unlabelled batches: the
+        model adds ``-w * KL(q(y | x) || q(y | augment(x)))`` as ``pyro.factor("consistency",
+        ...)``, the first ``q`` held fixed (no gradient), so the classifier learns to give an
+        image and its perturbed copy the same class (Laine & Aila 2017; Xie et al. 2020). Like
+        the classification term it is outside ``scale`` and outside the ELBO (0, the default:
+        off).
+    :param augment: the perturbation of the consistency term, a function from a batch of images
+        to a batch of the same shape (e.g. ``functools.partial(random_translate, max_shift=2)``
+        from :mod:`pyro_dvae.data`); ``None``: the image itself, so only the classifier's input
+        dropout perturbs it.
 
     Example:
         >>> import pyro, torch
@@ -92,6 +102,10 @@ class SemiSupervisedVAE(nn.Module):
           Deep Generative Models. NeurIPS 2014, arXiv:1406.5298.
         - E. Jang, S. Gu, B. Poole. Categorical Reparameterization with Gumbel-Softmax. ICLR
           2017, arXiv:1611.01144 (M2 trained with a relaxed ``y``).
+        - S. Laine, T. Aila. Temporal Ensembling for Semi-Supervised Learning. ICLR 2017,
+          arXiv:1610.02242 (the consistency term).
+        - Q. Xie, Z. Dai, E. Hovy, M.-T. Luong, Q. V. Le. Unsupervised Data Augmentation for
+          Consistency Training. NeurIPS 2020, arXiv:1904.12848 (KL to a fixed target).
     """
 
     def __init__(
@@ -105,6 +119,8 @@ class SemiSupervisedVAE(nn.Module):
         batch_norm: bool = False,
         classifier_dropout: float = 0.0,
         entropy_weight: float = 1.0,
+        consistency_weight: float = 0.0,
+        augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> None:
         super().__init__()
         widths = _widths(hidden)
@@ -112,6 +128,8 @@ class SemiSupervisedVAE(nn.Module):
         self.data_dim, self.classes, self.z_dim = int(data_dim), int(classes), int(z_dim)
         self.alpha = float(alpha)
         self.entropy_weight = float(entropy_weight)
+        self.consistency_weight = float(consistency_weight)
+        self.augment = augment
         self.decoder = _softplus_mlp([classes + z_dim, *widths, data_dim])
         self.encoder = _softplus_mlp([data_dim + classes, *widths, 2 * z_dim])
         self.classifier = _softplus_mlp([data_dim, *cwidths, classes], batch_norm=batch_norm)
@@ -128,6 +146,14 @@ class SemiSupervisedVAE(nn.Module):
     def q_y(self, x: torch.Tensor) -> dist.OneHotCategorical:
         """The guide's ``q(y | x)``, batch shape ``x.shape[:-1]``."""
         return dist.OneHotCategorical(logits=self.classifier_logits(x))
+
+    def consistency(self, x: torch.Tensor) -> torch.Tensor:
+        """``KL(q(y | x) || q(y | augment(x)))`` per image, the first ``q`` without gradient."""
+        with torch.no_grad():
+            target = F.log_softmax(self.classifier_logits(x), -1)
+        perturbed = x if self.augment is None else self.augment(x)
+        log_q = F.log_softmax(self.classifier_logits(perturbed), -1)
+        return (target.exp() * (target - log_q)).sum(-1)
 
     def q_z(self, x: torch.Tensor, y: torch.Tensor) -> dist.Independent:
         """The guide's ``q(z | x, y)``, batch shape broadcast from ``x`` and ``y``."""
@@ -153,6 +179,8 @@ class SemiSupervisedVAE(nn.Module):
         with pyro.plate("data", x.shape[0]):
             if y is not None:  # Kingma et al.'s classification term, outside the ELBO's scale
                 pyro.factor("classify", self.alpha * self.q_y(x).log_prob(y))
+            elif self.consistency_weight:  # unlabelled: q(y | x) stable under perturbations
+                pyro.factor("consistency", -self.consistency_weight * self.consistency(x))
             with poutine.scale(scale=scale):
                 if y is None and self.entropy_weight != 1.0:  # sharpen q(y | x) (not an ELBO)
                     entropy = self.q_y(x).entropy()

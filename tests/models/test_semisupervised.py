@@ -206,6 +206,54 @@ def test_entropy_weight_scales_the_entropy_of_q_y(weight):
     assert losses[weight][1] == pytest.approx(losses[1.0][1], rel=1e-12)
 
 
+def flip(x):
+    """A deterministic perturbation for the consistency tests: the pixels in reverse order."""
+    return x.flip(-1)
+
+
+def test_consistency_adds_weighted_kl_to_the_perturbed_classifier_on_unlabelled_batches():
+    """Unlabelled: loss(w) - loss(0) = w * sum_n KL(q(y|x_n) || q(y|flip(x_n))) from the raw
+    classifier, whatever the scale; labelled batches are unchanged."""
+    x, y = data()
+    losses = {}
+    for w in (0.0, 2.5):
+        m = make(consistency_weight=w, augment=flip)
+        pyro.set_rng_seed(4)
+        unlabelled = EnumeratedELBO().loss(m.model, m.guide, x, scale=0.5)
+        pyro.set_rng_seed(4)
+        labelled = EnumeratedELBO().loss(m.model, m.guide, x, y, scale=0.5)
+        losses[w] = unlabelled, labelled
+    with torch.no_grad():
+        m = make()
+        lp, lq = (torch.log_softmax(m.classifier(v), -1) for v in (x, x.flip(-1)))
+        kl = float((lp.exp() * (lp - lq)).sum())
+    assert kl > 1e-4  # the perturbation changes the classifier's answer
+    assert losses[2.5][0] - losses[0.0][0] == pytest.approx(2.5 * kl, rel=1e-9)
+    assert losses[2.5][1] == pytest.approx(losses[0.0][1], rel=1e-12)
+
+
+def test_consistency_target_gets_no_gradient():
+    """The gradient of the consistency term is that of -w * sum q_fixed * log q(y | flip(x)):
+    nothing flows through the target q(y | x)."""
+    x, _ = data()
+    m = make(consistency_weight=1.0, augment=flip)
+    m.consistency(x).sum().backward()
+    got = [p.grad.clone() for p in m.classifier.parameters()]
+    m.zero_grad()
+    with torch.no_grad():
+        target = torch.softmax(m.classifier(x), -1)
+    (-(target * torch.log_softmax(m.classifier(x.flip(-1)), -1)).sum()).backward()
+    for g, want in zip(got, (p.grad for p in m.classifier.parameters())):
+        assert torch.allclose(g, want, rtol=1e-10, atol=1e-12)
+
+
+def test_consistency_without_augment_is_zero_without_dropout():
+    """augment=None and no input dropout: the image is its own perturbation, KL 0."""
+    x, _ = data()
+    m = make(consistency_weight=1.0)
+    assert torch.allclose(m.consistency(x), torch.zeros(N, dtype=F64), atol=1e-12)
+
+
 def test_elbo_per_class_is_the_labelled_elbo_of_each_class():
     """Column c of elbo_per_class, summed over the batch, is the ELBO of the batch labelled c
     (Monte Carlo over z on both sides)."""
