@@ -10,23 +10,25 @@ would need to execute code to load.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from ..errors import DVAEInputError
 from ..models import DiscreteVAE
 from ..utils import load_checkpoint
-from ..utils.files import read_history
+from ..utils.files import METRICS_NAME, read_history, read_metrics
+
+if TYPE_CHECKING:
+    from ..training import RunMetrics
 
 __all__ = ["CHECKPOINT_FILE", "METRICS_FILE", "TrainedRun", "load_run", "run_directory"]
 
 CHECKPOINT_FILE = "checkpoint.pt"
-METRICS_FILE = "metrics.json"
+METRICS_FILE = METRICS_NAME
 
 
 @dataclass
@@ -36,7 +38,8 @@ class TrainedRun:
     :ivar run_dir: the run directory.
     :ivar model: the :class:`~pyro_dvae.models.DiscreteVAE`, in eval mode, on CPU.
     :ivar config: the training config (a :class:`~pyro_dvae.training.TrainConfig` as a dict).
-    :ivar metrics: the contents of ``metrics.json`` (empty if training did not finish).
+    :ivar metrics: the :class:`~pyro_dvae.training.RunMetrics` of ``metrics.json`` (empty if
+        training did not finish).
     :ivar step: the training step the checkpoint was written at.
     :ivar saved_history: the contents of ``history.jsonl`` (see :attr:`history`).
 
@@ -49,7 +52,7 @@ class TrainedRun:
     run_dir: Path
     model: DiscreteVAE
     config: dict[str, Any]
-    metrics: dict[str, Any] = field(default_factory=dict)
+    metrics: RunMetrics = field(default_factory=dict)  # type: ignore[assignment]
     step: int = 0
     saved_history: dict[str, list] = field(default_factory=dict, repr=False)
 
@@ -103,22 +106,7 @@ def run_directory(run_dir: str | os.PathLike) -> Path:
     return path
 
 
-def _read_metrics(path: Path) -> dict[str, Any]:
-    file = path / METRICS_FILE
-    if not file.is_file():
-        return {}
-    try:
-        metrics = json.loads(file.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise DVAEInputError(
-            f"{file} is not readable JSON ({type(e).__name__}); re-run training to rewrite it"
-        ) from None
-    if not isinstance(metrics, dict):
-        raise DVAEInputError(f"{file} does not hold a JSON object; re-run training to rewrite it")
-    return metrics
-
-
-def _data_dim(state: dict[str, torch.Tensor], metrics: dict[str, Any]) -> int:
+def _data_dim(state: dict[str, torch.Tensor], metrics: RunMetrics) -> int:
     if isinstance(metrics.get("data_dim"), int):
         return metrics["data_dim"]
     first = state.get("encoder.0.weight")
@@ -144,7 +132,7 @@ def load_run(run_dir: str | os.PathLike) -> TrainedRun:
     """
     path = run_directory(run_dir)
     checkpoint = load_checkpoint(path / CHECKPOINT_FILE, map_location="cpu")
-    metrics = _read_metrics(path)
+    metrics = read_metrics(path)
     config = dict(checkpoint.get("config") or metrics.get("config") or {})
     if not config.get("latent"):
         raise DVAEInputError(

@@ -6,7 +6,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -18,6 +18,9 @@ from ..utils.options import HelpFormatter, add_options, flag_names, from_args
 from ..utils.threads import resolve_threads
 from ._options import check_nproc, check_out_dir
 from .launch import launched_by_torchrun, relaunch_with_torchrun, torchrun_rank
+
+if TYPE_CHECKING:
+    from ..training import RunMetrics
 
 __all__ = ["register", "run"]
 
@@ -109,7 +112,7 @@ def _fmt(value: float | None) -> str:
     return "n/a (latent space too large)" if value is None else f"{value:.3f} nats/datum"
 
 
-def _summary(m: dict[str, Any], out: Path) -> str:
+def _summary(m: RunMetrics, out: Path) -> str:
     rows = [
         ("test -ELBO", m["test_nelbo"]),
         (f"test NLL (IWAE-{m['eval']['iwae_samples']})", m["test_nll_iwae"]),

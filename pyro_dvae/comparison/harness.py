@@ -19,7 +19,7 @@ from typing import Any
 from ..distributed import DistributedContext, init_distributed
 from ..errors import DVAEInputError
 from ..latent import LatentSpec
-from ..training import TrainConfig, train
+from ..training import RunMetrics, TrainConfig, train
 from ..utils.device import resolve_device
 from ..utils.options import comma_list, option
 from ..utils.progress import is_terminal, progress_bar
@@ -347,7 +347,7 @@ def run_comparison(
     }
 
 
-def _final(metrics: dict[str, Any]) -> float:
+def _final(metrics: RunMetrics) -> float:
     """The exact test NLL of a finished run where computed, else its test -ELBO."""
     exact = metrics.get("test_nll_exact")
     return exact if exact is not None else metrics["test_nelbo"]
@@ -369,7 +369,7 @@ def _collapsed_nll(data: Any, likelihood: str) -> float | None:
     return round(float(-(x * p.log() + (1 - x) * (-p).log1p()).sum(1).mean()), 4)
 
 
-def _run_record(seed: int, metrics: dict[str, Any], rec: RunRecorder) -> dict[str, Any]:
+def _run_record(seed: int, metrics: RunMetrics, rec: RunRecorder) -> dict[str, Any]:
     times = sorted(rec.step_seconds)
     median = times[len(times) // 2] if times else math.nan
     return {

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -11,7 +10,7 @@ import torch
 
 from ..errors import DVAEInputError, DVAEWriteError
 from ..utils import fixed_seed
-from ..utils.files import lock_owner, read_history
+from ..utils.files import METRICS_NAME, lock_owner, read_history, read_metrics
 from ._common import plt
 
 __all__ = ["RUN_FIGURES", "plot_comparison_dir", "plot_run"]
@@ -123,11 +122,8 @@ def plot_comparison_dir(
 
     root = Path(directory)
     curves: dict[str, dict] = {}
-    for sub in sorted(p for p in root.iterdir() if (p / "metrics.json").is_file()):
-        try:
-            metrics = json.loads((sub / "metrics.json").read_text())
-        except (OSError, json.JSONDecodeError):
-            raise DVAEInputError(f"{sub / 'metrics.json'} is not readable JSON") from None
+    for sub in sorted(p for p in root.iterdir() if (p / METRICS_NAME).is_file()):
+        metrics = read_metrics(sub)
         label = str(metrics.get("estimator") or sub.name)
         curves[label if label not in curves else f"{label} ({sub.name})"] = read_history(
             sub, metrics

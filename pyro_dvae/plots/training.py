@@ -60,7 +60,7 @@ def plot_training_curve(
     return save(fig, path)
 
 
-_REFERENCE_LINES = (  # metrics.json key of a negated quantity -> (label, colour, line style)
+_REFERENCE_LINES = (  # RunMetrics key of a negated quantity -> (label, colour, line style)
     ("test_nelbo", "test ELBO", "tab:orange", ":"),
     ("test_nll_iwae", "test log p(x), IWAE", "tab:purple", "--"),
     ("test_nll_exact", "test log p(x), exact", "tab:red", "-"),
@@ -76,7 +76,8 @@ def plot_elbo_curves(
     """Plot the ELBO (nats/datum, higher is better) during training, with the final test bounds.
 
     The training ELBO is ``-history["loss"]`` (per step, with a moving average), the validation
-    ELBO ``-history["valid_nelbo"]`` per epoch; ``metrics`` (``metrics.json``) adds horizontal
+    ELBO ``-history["valid_nelbo"]`` per epoch; ``metrics`` (a run's
+    :class:`~pyro_dvae.training.RunMetrics`, or any part of it) adds horizontal
     lines for the test ELBO, the IWAE and the exact test log-likelihood, when present.
 
     Example:

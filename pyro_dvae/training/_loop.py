@@ -28,7 +28,7 @@ from ..utils.checkpoint import (
     refuse_existing_run,
     resume_config,
 )
-from ..utils.files import HISTORY_NAME, run_lock, write_history, write_json
+from ..utils.files import HISTORY_NAME, METRICS_NAME, run_lock, write_history, write_json
 from ..utils.options import require_positive_int
 from ._config import TrainConfig
 from ._limits import _check_model_size
@@ -184,7 +184,7 @@ def _train(
     if out is not None:  # the history in a file of its own, then the summary (the run is done)
         write_history(out / HISTORY_NAME, metrics["history"])
         summary = {k: v for k, v in metrics.items() if k != "history"}
-        write_json(out / "metrics.json", {**summary, "history_file": HISTORY_NAME}, what="metrics")
+        write_json(out / METRICS_NAME, {**summary, "history_file": HISTORY_NAME}, what="metrics")
     return metrics
 
 

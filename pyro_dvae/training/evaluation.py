@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 import torch
 
@@ -43,9 +43,12 @@ ACTIVE_KL = 0.01
 
 
 class RunMetrics(TypedDict):
-    """What :func:`~pyro_dvae.training.train` returns and writes to ``metrics.json`` (nats/datum).
+    """What :func:`~pyro_dvae.training.train` returns and writes to ``metrics.json`` (nats/datum);
+    read a run's back with :func:`~pyro_dvae.utils.files.read_metrics`.
 
-    The first group comes from :func:`evaluate_run`; the rest describe the run.
+    The first group comes from :func:`evaluate_run`; the rest describe the run. ``train``
+    returns the ``history``; ``metrics.json`` names the file that holds it instead
+    (``history_file``; runs written before it kept the ``history``).
     """
 
     test_nelbo: float
@@ -74,7 +77,8 @@ class RunMetrics(TypedDict):
     distributed: dict[str, Any]
     config: dict[str, Any]
     versions: dict[str, str]
-    history: dict[str, list]
+    history: NotRequired[dict[str, list]]
+    history_file: NotRequired[str]
     seconds: float
 
 

@@ -36,7 +36,7 @@ import pyro
 import torch
 
 from ..errors import DVAEInputError
-from .files import HISTORY_NAME, atomic_write, write_json
+from .files import HISTORY_NAME, METRICS_NAME, atomic_write, write_json
 
 if TYPE_CHECKING:
     from ..training import TrainConfig
@@ -67,7 +67,7 @@ CHECKPOINT_FORMAT = "pyro-dvae-checkpoint/1"
 CHECKPOINT_NAME = "checkpoint.pt"
 #: files of a finished run besides the checkpoint (removed when a forced new run takes over)
 RUN_OUTPUTS = (
-    "metrics.json",
+    METRICS_NAME,
     HISTORY_NAME,
     "training_curve.png",
     "reconstructions.png",
@@ -343,7 +343,7 @@ def refuse_existing_run(out: Path) -> None:
     """Refuse an output directory that already holds a run (or is a file)."""
     if out.exists() and not out.is_dir():
         raise DVAEInputError(f"output {out} is a file, not a directory; pass a directory path")
-    found = [name for name in (CHECKPOINT_NAME, "metrics.json") if (out / name).exists()]
+    found = [name for name in (CHECKPOINT_NAME, METRICS_NAME) if (out / name).exists()]
     if found:
         raise DVAEInputError(
             f"output directory {out} already holds a run ({', '.join(found)}); continue it with "

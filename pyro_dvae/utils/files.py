@@ -34,9 +34,12 @@ import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from ..errors import DVAEInputError, DVAEWriteError
+
+if TYPE_CHECKING:
+    from ..training.evaluation import RunMetrics
 
 try:  # an OS-level lock: released by the kernel when its process dies
     import fcntl
@@ -46,12 +49,14 @@ except ImportError:  # pragma: no cover - not POSIX: no lock (documented)
 __all__ = [
     "HISTORY_NAME",
     "LOCK_NAME",
+    "METRICS_NAME",
     "atomic_write",
     "check_not_locked",
     "history_rows",
     "lock_holder",
     "lock_owner",
     "read_history",
+    "read_metrics",
     "run_lock",
     "save_figure",
     "write_history",
@@ -63,6 +68,8 @@ __all__ = [
 LOCK_NAME = ".pyro-dvae.lock"
 #: the per-step training history of a run directory (JSON lines)
 HISTORY_NAME = "history.jsonl"
+#: the summary of a finished training run (:class:`~pyro_dvae.training.RunMetrics`, JSON)
+METRICS_NAME = "metrics.json"
 
 
 # --------------------------------------------------------------------------- atomic writes --
@@ -275,6 +282,28 @@ def read_history(run_dir: str | os.PathLike, metrics: Mapping[str, Any] | None =
     return dict(old) if isinstance(old, dict) else {}
 
 
+def read_metrics(run_dir: str | os.PathLike) -> RunMetrics:
+    """The :class:`~pyro_dvae.training.RunMetrics` of a run directory, read from its
+    ``metrics.json``; ``{}`` when there is none (training did not finish).
+
+    Example:
+        >>> read_metrics("/nonexistent")
+        {}
+    """
+    file = Path(run_dir) / METRICS_NAME
+    if not file.is_file():
+        return {}  # type: ignore[typeddict-item]
+    try:
+        metrics = json.loads(file.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DVAEInputError(
+            f"{file} is not readable JSON ({type(e).__name__}); re-run training to rewrite it"
+        ) from None
+    if not isinstance(metrics, dict):
+        raise DVAEInputError(f"{file} does not hold a JSON object; re-run training to rewrite it")
+    return metrics
+
+
 # --------------------------------------------------------------------------- run lock -------
 #: locks this process holds: lock file -> [open file, depth] (a lock is re-entrant per process)
 _HELD: dict[Path, list] = {}
@@ -333,7 +362,7 @@ def check_not_locked(directory: str | os.PathLike) -> None:
 
 
 #: files that make a directory a run (or comparison) directory, whose writers take its lock
-_RUN_MARKERS = (LOCK_NAME, "checkpoint.pt", "metrics.json", "results.json")
+_RUN_MARKERS = (LOCK_NAME, "checkpoint.pt", METRICS_NAME, "results.json")
 
 
 @contextlib.contextmanager

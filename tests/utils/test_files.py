@@ -1,4 +1,5 @@
-"""Atomic writes, one-line write errors, the history file and the run-directory lock."""
+"""Atomic writes, one-line write errors, the history and metrics files and the run-directory
+lock."""
 
 from __future__ import annotations
 
@@ -18,10 +19,12 @@ from pyro_dvae.errors import DVAEInputError, DVAEWriteError
 from pyro_dvae.utils import files
 from pyro_dvae.utils.files import (
     LOCK_NAME,
+    METRICS_NAME,
     atomic_path,
     check_not_locked,
     history_rows,
     read_history,
+    read_metrics,
     run_lock,
     write_history,
     write_json,
@@ -122,6 +125,18 @@ def test_read_history_of_an_old_run_and_of_a_bad_file(tmp_path):
     (tmp_path / "history.jsonl").write_text("{not json\n")
     with pytest.raises(DVAEInputError, match="not a readable training history"):
         read_history(tmp_path, old)
+
+
+def test_read_metrics_of_a_finished_an_unfinished_and_a_broken_run(tmp_path):
+    write_json(tmp_path / METRICS_NAME, {"test_nelbo": 25.0, "steps": 3}, what="metrics")
+    assert read_metrics(tmp_path) == {"test_nelbo": 25.0, "steps": 3}
+    assert read_metrics(tmp_path / "unfinished") == {}
+    (tmp_path / METRICS_NAME).write_text("{not json")
+    with pytest.raises(DVAEInputError, match="not readable JSON .JSONDecodeError.; re-run"):
+        read_metrics(tmp_path)
+    (tmp_path / METRICS_NAME).write_text("[1, 2]")
+    with pytest.raises(DVAEInputError, match="does not hold a JSON object"):
+        read_metrics(tmp_path)
 
 
 def test_run_lock_is_reentrant_and_removes_the_directory_it_made(tmp_path):
