@@ -39,6 +39,7 @@ import torch
 from pyro_dvae.data import SyntheticModel
 from pyro_dvae.distributions import BernoulliVector
 from pyro_dvae.infer import exact_log_likelihood
+from pyro_dvae.utils.options import HelpFormatter
 
 if "ipykernel" not in sys.modules:  # a notebook keeps its inline figures
     plt.switch_backend("Agg")
@@ -46,15 +47,44 @@ smoke_test = "CI" in os.environ
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description="Tutorial 1: latent variables, exact log p(x).")
-    p.add_argument("--out", default="runs/tutorials/01_latent_variables")
-    p.add_argument("--groups", type=int, default=3)
-    p.add_argument("--categories", type=int, default=4)
-    p.add_argument("--data-dim", type=int, default=64 if not smoke_test else 16)
-    p.add_argument("--num-data", type=int, default=100 if not smoke_test else 20)
-    p.add_argument("--max-groups", type=int, default=8 if not smoke_test else 6)
-    p.add_argument("--repeats", type=int, default=3 if not smoke_test else 1)
-    p.add_argument("--seed", type=int, default=0)
+    p = argparse.ArgumentParser(
+        description=(
+            "Tutorial 1: discrete latent variables and the exact log p(x) by summing over every "
+            "code, on a synthetic categorical model; how its cost grows with the number of latent "
+            "groups."
+        ),
+        formatter_class=HelpFormatter,
+    )
+    p.add_argument(
+        "--out", default="runs/tutorials/01_latent_variables", help="directory for the figures"
+    )
+    p.add_argument("--groups", type=int, default=3, help="latent groups N of the synthetic model")
+    p.add_argument("--categories", type=int, default=4, help="categories K per group")
+    p.add_argument(
+        "--data-dim",
+        type=int,
+        default=64 if not smoke_test else 16,
+        help="pixels D of each datum; smaller with CI set",
+    )
+    p.add_argument(
+        "--num-data",
+        type=int,
+        default=100 if not smoke_test else 20,
+        help="data points sampled from the model; smaller with CI set",
+    )
+    p.add_argument(
+        "--max-groups",
+        type=int,
+        default=8 if not smoke_test else 6,
+        help="largest N in the timing of exact log p(x); smaller with CI set",
+    )
+    p.add_argument(
+        "--repeats",
+        type=int,
+        default=3 if not smoke_test else 1,
+        help="timings per N, the best kept; smaller with CI set",
+    )
+    p.add_argument("--seed", type=int, default=0, help="random seed of the model and the data")
     if "ipykernel" in sys.modules:  # a notebook kernel passes flags of its own
         return p.parse_known_args(argv)[0]
     return p.parse_args(argv)

@@ -46,6 +46,7 @@ from pyro_dvae.infer import (
     exact_log_likelihood,
     exact_posterior,
 )
+from pyro_dvae.utils.options import HelpFormatter
 
 if "ipykernel" not in sys.modules:  # a notebook keeps its inline figures
     plt.switch_backend("Agg")
@@ -53,21 +54,57 @@ smoke_test = "CI" in os.environ
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description="Tutorial 3: q(z | x), the ELBO, KL asymmetry.")
-    p.add_argument("--out", default="runs/tutorials/03_variational_posterior")
-    p.add_argument("--categories", type=int, default=8)
-    p.add_argument("--data-dim", type=int, default=64)
-    p.add_argument("--num-data", type=int, default=100 if not smoke_test else 20)
+    p = argparse.ArgumentParser(
+        description=(
+            "Tutorial 3: the variational posterior q(z | x), the ELBO identity and the asymmetry of"
+            " KL(q || p) against KL(p || q)."
+        ),
+        formatter_class=HelpFormatter,
+    )
+    p.add_argument(
+        "--out", default="runs/tutorials/03_variational_posterior", help="directory for the figures"
+    )
+    p.add_argument(
+        "--categories", type=int, default=8, help="categories K of the one-group mixture model"
+    )
+    p.add_argument("--data-dim", type=int, default=64, help="pixels D of each datum")
+    p.add_argument(
+        "--num-data",
+        type=int,
+        default=100 if not smoke_test else 20,
+        help="data points sampled from the model; smaller with CI set",
+    )
     p.add_argument(
         "--path",
         type=float,
         nargs="+",
         default=[0.0, 0.25, 0.5, 0.75, 0.9, 1.0] if not smoke_test else [0.0, 0.5, 1.0],
+        help=(
+            "points t of the path q_t = (1 - t) p(z) + t p(z|x), space separated; smaller with CI "
+            "set"
+        ),
     )
-    p.add_argument("--cause-prior", type=float, default=0.3)
-    p.add_argument("--noise", type=float, default=0.25)
-    p.add_argument("--steps", type=int, default=300 if not smoke_test else 100)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--cause-prior",
+        type=float,
+        default=0.3,
+        help="prior probability of each of the two binary causes z1, z2",
+    )
+    p.add_argument(
+        "--noise", type=float, default=0.25, help="standard deviation of x ~ Normal(z1 + z2, noise)"
+    )
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=300 if not smoke_test else 100,
+        help=(
+            "SVI steps fitting the factorized q to the explaining-away posterior; smaller with CI "
+            "set"
+        ),
+    )
+    p.add_argument(
+        "--seed", type=int, default=0, help="random seed of the model, the data and the fit"
+    )
     if "ipykernel" in sys.modules:  # a notebook kernel passes flags of its own
         return p.parse_known_args(argv)[0]
     return p.parse_args(argv)

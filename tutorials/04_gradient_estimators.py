@@ -46,6 +46,7 @@ from pyro.infer import Trace_ELBO
 
 from pyro_dvae.diagnostics import compare_gradients, gradient_estimates
 from pyro_dvae.infer import ScoreFunctionELBO
+from pyro_dvae.utils.options import HelpFormatter
 
 if "ipykernel" not in sys.modules:  # a notebook keeps its inline figures
     plt.switch_backend("Agg")
@@ -53,17 +54,50 @@ smoke_test = "CI" in os.environ
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description="Tutorial 4: score function vs pathwise gradients.")
-    p.add_argument("--out", default="runs/tutorials/04_gradient_estimators")
-    p.add_argument("--target", type=float, default=3.0, help="c in f(z) = (z - c)^2")
-    p.add_argument("--sigmas", type=float, nargs="+", default=[1.0, 0.3, 0.1])
-    p.add_argument("--hand-samples", type=int, default=100_000 if not smoke_test else 10_000)
-    p.add_argument(
-        "--dims", type=int, nargs="+", default=[1, 10, 100] if not smoke_test else [1, 10]
+    p = argparse.ArgumentParser(
+        description=(
+            "Tutorial 4: score-function (REINFORCE) against pathwise (reparameterization) "
+            "gradients: their variances by hand on a Gaussian and through Pyro's ELBOs."
+        ),
+        formatter_class=HelpFormatter,
     )
-    p.add_argument("--samples", type=int, default=1000 if not smoke_test else 100)
-    p.add_argument("--warmup", type=int, default=100 if not smoke_test else 20)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--out", default="runs/tutorials/04_gradient_estimators", help="directory for the figures"
+    )
+    p.add_argument("--target", type=float, default=3.0, help="c in f(z) = (z - c)^2")
+    p.add_argument(
+        "--sigmas",
+        type=float,
+        nargs="+",
+        default=[1.0, 0.3, 0.1],
+        help="scales sigma of q = Normal(mu, sigma) in the by-hand part, space separated",
+    )
+    p.add_argument(
+        "--hand-samples",
+        type=int,
+        default=100_000 if not smoke_test else 10_000,
+        help="single-sample estimates per sigma in the by-hand part; smaller with CI set",
+    )
+    p.add_argument(
+        "--dims",
+        type=int,
+        nargs="+",
+        default=[1, 10, 100] if not smoke_test else [1, 10],
+        help="latent dimensions D of the ELBO part, space separated; smaller with CI set",
+    )
+    p.add_argument(
+        "--samples",
+        type=int,
+        default=1000 if not smoke_test else 100,
+        help="gradient estimates per estimator and D in the ELBO part; smaller with CI set",
+    )
+    p.add_argument(
+        "--warmup",
+        type=int,
+        default=100 if not smoke_test else 20,
+        help="calls that settle the moving-average baseline before measuring; smaller with CI set",
+    )
+    p.add_argument("--seed", type=int, default=0, help="random seed")
     if "ipykernel" in sys.modules:  # a notebook kernel passes flags of its own
         return p.parse_known_args(argv)[0]
     return p.parse_args(argv)

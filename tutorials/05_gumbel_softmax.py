@@ -33,6 +33,7 @@ from pyro_dvae.distributions import (
     ConcreteOneHotCategorical,
     StraightThroughOneHotCategorical,
 )
+from pyro_dvae.utils.options import HelpFormatter
 
 if "ipykernel" not in sys.modules:  # a notebook keeps its inline figures
     plt.switch_backend("Agg")
@@ -40,18 +41,44 @@ smoke_test = "CI" in os.environ
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description="Tutorial 5: Gumbel-max and Gumbel-softmax.")
-    p.add_argument("--out", default="runs/tutorials/05_gumbel_softmax")
-    p.add_argument("--probs", type=float, nargs="+", default=[0.4, 0.25, 0.15, 0.1, 0.07, 0.03])
-    p.add_argument("--samples", type=int, default=100_000 if not smoke_test else 20_000)
-    p.add_argument("--gradient-samples", type=int, default=20_000 if not smoke_test else 5000)
+    p = argparse.ArgumentParser(
+        description=(
+            "Tutorial 5: Gumbel-max sampling and the Gumbel-softmax (Concrete) relaxation: exact "
+            "samples, relaxed samples across temperatures, and the bias and variance of their "
+            "gradients."
+        ),
+        formatter_class=HelpFormatter,
+    )
+    p.add_argument(
+        "--out", default="runs/tutorials/05_gumbel_softmax", help="directory for the figures"
+    )
+    p.add_argument(
+        "--probs",
+        type=float,
+        nargs="+",
+        default=[0.4, 0.25, 0.15, 0.1, 0.07, 0.03],
+        help="class probabilities of the categorical, space separated",
+    )
+    p.add_argument(
+        "--samples",
+        type=int,
+        default=100_000 if not smoke_test else 20_000,
+        help="samples per sampler in the distribution checks; smaller with CI set",
+    )
+    p.add_argument(
+        "--gradient-samples",
+        type=int,
+        default=20_000 if not smoke_test else 5000,
+        help="single-sample gradient estimates per temperature; smaller with CI set",
+    )
     p.add_argument(
         "--temperatures",
         type=float,
         nargs="+",
         default=[0.1, 0.25, 0.5, 1.0, 2.0, 5.0] if not smoke_test else [0.1, 0.5, 2.0],
+        help="temperatures tau of the relaxation, space separated; smaller with CI set",
     )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="random seed")
     if "ipykernel" in sys.modules:  # a notebook kernel passes flags of its own
         return p.parse_known_args(argv)[0]
     return p.parse_args(argv)

@@ -36,6 +36,7 @@ import torch
 from pyro_dvae.data import load_dataset
 from pyro_dvae.plots.images import montage
 from pyro_dvae.training import TrainConfig, train
+from pyro_dvae.utils.options import HelpFormatter
 
 if "ipykernel" not in sys.modules:  # a notebook keeps its inline figures
     plt.switch_backend("Agg")
@@ -43,25 +44,58 @@ smoke_test = "CI" in os.environ
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description="Tutorial 6: training a categorical VAE.")
-    p.add_argument("--out", default="runs/tutorials/06_train_categorical_vae")
-    p.add_argument("--data-dir", default=None, help="MNIST IDX directory (default: digits)")
-    p.add_argument("--latent", default=None, help="default 4x8 (digits), 20x10 (MNIST)")
-    p.add_argument("--epochs", type=int, default=None, help="default 100 (digits), 10 (MNIST)")
-    p.add_argument("--max-steps", type=int, default=None if not smoke_test else 5)
-    p.add_argument("--batch-size", type=int, default=100)
-    p.add_argument("--lr", type=float, default=1e-3)
+    p = argparse.ArgumentParser(
+        description=(
+            "Tutorial 6: training a categorical VAE with Gumbel-softmax four ways (relaxed KL, "
+            "analytic KL, straight-through, annealed) and scoring each with the discrete model."
+        ),
+        formatter_class=HelpFormatter,
+    )
+    p.add_argument(
+        "--out",
+        default="runs/tutorials/06_train_categorical_vae",
+        help="directory for the figures, summary and (outside smoke mode) the runs",
+    )
+    p.add_argument(
+        "--data-dir", default=None, help="MNIST IDX directory (default: the embedded digits)"
+    )
+    p.add_argument(
+        "--latent",
+        default=None,
+        help="latent 'NxK' (default: 4x8 on digits, 20x10 on MNIST, 2x4 in smoke mode)",
+    )
+    p.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help="training epochs (default: 100 on digits, 10 on MNIST, 1 in smoke mode)",
+    )
+    p.add_argument(
+        "--max-steps",
+        type=int,
+        default=None if not smoke_test else 5,
+        help="stop each run after this many steps (default: none; 5 in smoke mode)",
+    )
+    p.add_argument("--batch-size", type=int, default=100, help="training data points per step")
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
     p.add_argument(
         "--hidden",
         type=int,
         nargs="+",
         default=None,
-        help="encoder widths; default 256 128 (32 in smoke mode)",
+        help="encoder hidden widths, space separated (default: 256 128; 32 in smoke mode)",
     )
     p.add_argument("--temperature", type=float, default=1.0, help="initial temperature tau0")
-    p.add_argument("--tau-min", type=float, default=0.5)
-    p.add_argument("--iwae-samples", type=int, default=1000 if not smoke_test else 10)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--tau-min", type=float, default=0.5, help="final temperature of the annealed run"
+    )
+    p.add_argument(
+        "--iwae-samples",
+        type=int,
+        default=1000 if not smoke_test else 10,
+        help="importance samples per test datum of the IWAE NLL; smaller with CI set",
+    )
+    p.add_argument("--seed", type=int, default=0, help="random seed of every run")
     if "ipykernel" in sys.modules:  # a notebook kernel passes flags of its own
         args = p.parse_known_args(argv)[0]
     else:

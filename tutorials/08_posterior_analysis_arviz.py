@@ -44,6 +44,7 @@ from pyro_dvae.plots import (
     plot_latent_traversals,
 )
 from pyro_dvae.training import TrainConfig, train
+from pyro_dvae.utils.options import HelpFormatter
 
 if "ipykernel" not in sys.modules:  # a notebook keeps its inline figures
     plt.switch_backend("Agg")
@@ -51,17 +52,67 @@ smoke_test = "CI" in os.environ
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description="Tutorial 8: the posterior with ArviZ.")
-    p.add_argument("--out", default="runs/tutorials/08_posterior_analysis_arviz")
-    p.add_argument("--latent", default="4x8" if not smoke_test else "2x4")
-    p.add_argument("--hidden", type=int, nargs="+", default=[256, 128] if not smoke_test else [16])
-    p.add_argument("--epochs", type=int, default=100 if not smoke_test else 1)
-    p.add_argument("--max-steps", type=int, default=None if not smoke_test else 5)
-    p.add_argument("--iwae-samples", type=int, default=1000 if not smoke_test else 10)
-    p.add_argument("--num-observations", type=int, default=200 if not smoke_test else 20)
-    p.add_argument("--num-samples", type=int, default=100 if not smoke_test else 20)
-    p.add_argument("--num-chains", type=int, default=4 if not smoke_test else 2)
-    p.add_argument("--seed", type=int, default=0)
+    p = argparse.ArgumentParser(
+        description=(
+            "Tutorial 8: analysing the posterior of a trained categorical VAE with ArviZ: export, "
+            "summary, LOO, PPC and latent usage."
+        ),
+        formatter_class=HelpFormatter,
+    )
+    p.add_argument(
+        "--out",
+        default="runs/tutorials/08_posterior_analysis_arviz",
+        help="directory for the exports and figures",
+    )
+    p.add_argument(
+        "--latent",
+        default="4x8" if not smoke_test else "2x4",
+        help="latent 'NxK'; smaller with CI set",
+    )
+    p.add_argument(
+        "--hidden",
+        type=int,
+        nargs="+",
+        default=[256, 128] if not smoke_test else [16],
+        help="encoder hidden widths, space separated; smaller with CI set",
+    )
+    p.add_argument(
+        "--epochs",
+        type=int,
+        default=100 if not smoke_test else 1,
+        help="training epochs of each model; smaller with CI set",
+    )
+    p.add_argument(
+        "--max-steps",
+        type=int,
+        default=None if not smoke_test else 5,
+        help="stop training after this many steps (default: none; 5 in smoke mode)",
+    )
+    p.add_argument(
+        "--iwae-samples",
+        type=int,
+        default=1000 if not smoke_test else 10,
+        help="importance samples per test datum of the IWAE NLL; smaller with CI set",
+    )
+    p.add_argument(
+        "--num-observations",
+        type=int,
+        default=200 if not smoke_test else 20,
+        help="test images exported; smaller with CI set",
+    )
+    p.add_argument(
+        "--num-samples",
+        type=int,
+        default=100 if not smoke_test else 20,
+        help="posterior draws per chain; smaller with CI set",
+    )
+    p.add_argument(
+        "--num-chains",
+        type=int,
+        default=4 if not smoke_test else 2,
+        help="chains of posterior draws; smaller with CI set",
+    )
+    p.add_argument("--seed", type=int, default=0, help="random seed of training and export")
     if "ipykernel" in sys.modules:  # a notebook kernel passes flags of its own
         return p.parse_known_args(argv)[0]
     return p.parse_args(argv)

@@ -48,6 +48,7 @@ from pyro_dvae.infer import (
     GumbelSoftmaxELBO,
     TorchOptimSVI,
 )
+from pyro_dvae.utils.options import HelpFormatter
 
 if "ipykernel" not in sys.modules:  # a notebook keeps its inline figures
     plt.switch_backend("Agg")
@@ -62,20 +63,58 @@ LABELS = {
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description="Tutorial 9: a Gaussian-mixture VAE.")
-    p.add_argument("--out", default="runs/tutorials/09_mixture_vae", help="'' for no figure")
-    p.add_argument("--estimators", nargs="+", choices=ESTIMATORS, default=list(ESTIMATORS))
-    p.add_argument("--clusters", type=int, default=10)
-    p.add_argument("--z-dim", type=int, default=4 if not smoke_test else 2)
-    p.add_argument("--hidden", type=int, default=256 if not smoke_test else 16)
-    p.add_argument("--epochs", type=int, default=200 if not smoke_test else 2)
-    p.add_argument("--batch-size", type=int, default=100)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--temperature", type=float, default=0.5, help="Gumbel-softmax tau (b)")
-    p.add_argument("--eval-particles", type=int, default=20 if not smoke_test else 2)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=torch.get_num_threads())
-    p.add_argument("--log-every", type=int, default=0, help="print the train loss every N epochs")
+    p = argparse.ArgumentParser(
+        description=(
+            "Tutorial 9: a Gaussian-mixture VAE (discrete cluster y, continuous style z) trained "
+            "three ways: y enumerated in the guide, y relaxed, y summed out in the model."
+        ),
+        formatter_class=HelpFormatter,
+    )
+    p.add_argument(
+        "--out",
+        default="runs/tutorials/09_mixture_vae",
+        help="directory for the figures ('' for none)",
+    )
+    p.add_argument(
+        "--estimators",
+        nargs="+",
+        choices=ESTIMATORS,
+        default=list(ESTIMATORS),
+        help="which of the three ways to train, space separated",
+    )
+    p.add_argument("--clusters", type=int, default=10, help="mixture components K")
+    p.add_argument(
+        "--z-dim",
+        type=int,
+        default=4 if not smoke_test else 2,
+        help="dimension of the continuous latent z; smaller with CI set",
+    )
+    p.add_argument(
+        "--hidden",
+        type=int,
+        default=256 if not smoke_test else 16,
+        help="hidden width of the networks; smaller with CI set",
+    )
+    p.add_argument(
+        "--epochs",
+        type=int,
+        default=200 if not smoke_test else 2,
+        help="training epochs per way; smaller with CI set",
+    )
+    p.add_argument("--batch-size", type=int, default=100, help="training data points per step")
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
+    p.add_argument("--temperature", type=float, default=0.5, help="Gumbel-softmax tau of way (b)")
+    p.add_argument(
+        "--eval-particles",
+        type=int,
+        default=20 if not smoke_test else 2,
+        help="draws of z per test datum in the test -ELBO; smaller with CI set",
+    )
+    p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch CPU threads")
+    p.add_argument(
+        "--log-every", type=int, default=0, help="print the train loss every N epochs (0: never)"
+    )
     if "ipykernel" in sys.modules:  # a notebook kernel passes flags of its own
         return p.parse_known_args(argv)[0]
     return p.parse_args(argv)

@@ -42,6 +42,7 @@ from torch import nn
 
 from pyro_dvae.data import load_digits
 from pyro_dvae.infer import EnumeratedELBO, GumbelSoftmaxELBO, TorchOptimSVI
+from pyro_dvae.utils.options import HelpFormatter
 
 if "ipykernel" not in sys.modules:  # a notebook keeps its inline figures
     plt.switch_backend("Agg")
@@ -51,21 +52,59 @@ ESTIMATORS = ("enumerate", "gumbel", "labels-only")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description="Tutorial 10: semi-supervised M2.")
-    p.add_argument("--out", default="runs/tutorials/10_semisupervised_m2", help="'' for none")
-    p.add_argument("--estimators", nargs="+", choices=ESTIMATORS, default=list(ESTIMATORS))
+    p = argparse.ArgumentParser(
+        description=(
+            "Tutorial 10: the semi-supervised M2 model (Kingma et al. 2014) on the digits with few "
+            "labels: y enumerated, y relaxed, or labelled data only."
+        ),
+        formatter_class=HelpFormatter,
+    )
+    p.add_argument(
+        "--out",
+        default="runs/tutorials/10_semisupervised_m2",
+        help="directory for the figures ('' for none)",
+    )
+    p.add_argument(
+        "--estimators",
+        nargs="+",
+        choices=ESTIMATORS,
+        default=list(ESTIMATORS),
+        help="which ways to train, space separated",
+    )
     p.add_argument("--per-class", type=int, default=10, help="labelled images per digit")
-    p.add_argument("--z-dim", type=int, default=16 if not smoke_test else 2)
-    p.add_argument("--hidden", type=int, default=256 if not smoke_test else 16)
+    p.add_argument(
+        "--z-dim",
+        type=int,
+        default=16 if not smoke_test else 2,
+        help="dimension of the continuous style latent z; smaller with CI set",
+    )
+    p.add_argument(
+        "--hidden",
+        type=int,
+        default=256 if not smoke_test else 16,
+        help="hidden width of the networks; smaller with CI set",
+    )
     p.add_argument("--alpha", type=float, default=1.0, help="weight of log q(y|x) per label")
-    p.add_argument("--epochs", type=int, default=100 if not smoke_test else 2)
-    p.add_argument("--batch-size", type=int, default=100)
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument(
+        "--epochs",
+        type=int,
+        default=100 if not smoke_test else 2,
+        help="training epochs per way; smaller with CI set",
+    )
+    p.add_argument("--batch-size", type=int, default=100, help="training data points per step")
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
     p.add_argument("--temperature", type=float, default=0.5, help="Gumbel-softmax tau")
-    p.add_argument("--eval-particles", type=int, default=20 if not smoke_test else 2)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=torch.get_num_threads())
-    p.add_argument("--log-every", type=int, default=0, help="print test accuracy every N epochs")
+    p.add_argument(
+        "--eval-particles",
+        type=int,
+        default=20 if not smoke_test else 2,
+        help="draws of z per test datum in the test -ELBO; smaller with CI set",
+    )
+    p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch CPU threads")
+    p.add_argument(
+        "--log-every", type=int, default=0, help="print test accuracy every N epochs (0: never)"
+    )
     if "ipykernel" in sys.modules:  # a notebook kernel passes flags of its own
         return p.parse_known_args(argv)[0]
     return p.parse_args(argv)

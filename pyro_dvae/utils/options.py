@@ -96,6 +96,9 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         >>> _ = p.add_argument("--out", default=None, help="directory (default: runs/<time>)")
         >>> " ".join(p.format_help().split()[-8:])
         'widths (default: 256,128) --out OUT directory (default: runs/<time>)'
+        >>> _ = p.add_argument("--dims", nargs="+", type=int, default=[1, 10], help="sizes")
+        >>> p.format_help().split("sizes")[-1].split()
+        ['(default:', '1', '10)']
     """
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
@@ -110,8 +113,9 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
             or not (action.option_strings or action.nargs in (argparse.OPTIONAL, "*"))
         ):
             return action.help
-        if isinstance(default, tuple | list):
-            default = ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in default)
+        if isinstance(default, tuple | list):  # as typed: 256,128, or 1 10 100 for nargs="+"
+            sep = " " if action.nargs in ("+", "*") else ","
+            default = sep.join(f"{v:g}" if isinstance(v, float) else str(v) for v in default)
         return f"{text} (default: {str(default).replace('%', '%%')})"
 
 
