@@ -122,7 +122,8 @@ def run(
         classifier_dropout=args.classifier_dropout,
         entropy_weight=args.entropy_weight,
         consistency_weight=args.consistency_weight,
-        augment=functools.partial(random_translate, max_shift=args.consistency_shift, generator=g),
+        augment=functools.partial(random_translate, max_shift=args.consistency_shift),
+        adversarial_epsilon=args.adversarial_epsilon,
     )
     elbo = make_elbo(name, args.temperature)
     betas = (args.beta1, 0.999)
@@ -157,7 +158,10 @@ def run(
             curve.append((epoch, m2.accuracy(x_test, labels_test)))  # not timed
             print(f"{name} {classes} classes: epoch {epoch} test accuracy {curve[-1][1]:.4f}")
     m2.eval()  # batch norm: running statistics
-    m2.entropy_weight = 1.0  # the test -ELBO is the ELBO, whatever the training objective
+    m2.entropy_weight, m2.consistency_weight = (
+        1.0,
+        0.0,
+    )  # the test -ELBO is the ELBO, whatever the training objective
     with torch.no_grad():
         loss = EnumeratedELBO().loss(m2.model, m2.guide, data.test[:1000])
         # the generative model's own classification, argmax_y ELBO(x, y), on 2000 test images
@@ -287,6 +291,12 @@ def parse_args(argv=None) -> argparse.Namespace:
         type=int,
         default=2,
         help="the consistency term's random translation, up to N pixels per axis",
+    )
+    p.add_argument(
+        "--adversarial-epsilon",
+        type=float,
+        default=0.0,
+        help="the consistency term's virtual adversarial step (L2, pixel units; 0: none)",
     )
     p.add_argument("--temperature", type=float, default=0.5)
     p.add_argument(
