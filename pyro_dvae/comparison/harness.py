@@ -244,107 +244,149 @@ def run_comparison(
         >>> [e["spec"] for e in out["estimators"]]  # doctest: +SKIP
         ['exact', 'st-gumbel']
     """
-    from ..data import load_dataset
-
     config = CompareConfig() if config is None else config
-    specs = (
-        parse_specs(specs)
-        if isinstance(specs, str)
-        else [s if isinstance(s, EstimatorSpec) else parse_specs([s])[0] for s in specs]
-    )
+    specs = _as_specs(specs)
     config.validate()
-    data = (
-        dataset if dataset is not None else load_dataset(config.base.dataset, config.base.data_dir)
-    )
-    steps_per_epoch = math.ceil(data.num_train / config.base.batch_size)
-    configs = {
-        (spec, seed): config.train_config(spec, seed, steps_per_epoch)
-        for spec in specs
-        for seed in config.seeds
-    }
-    device = resolve_device(config.base.device)  # train() moves its own copy of the data
-    x_eval = data.test[: config.eval_size].to(device)
-    x_diag = (
-        data.train[: config.diag_batch].to(device)
-        if config.diag_samples and config.exact_feasible
-        else None
-    )
-    eval_every = config.eval_every or max(1, config.steps // 20)
-    start = time.perf_counter()
+    runs = _Runs.plan(config, specs, dataset)
     ctx = init_distributed(config.base.device) if context is None else context
-    jobs = list(configs)  # (spec, seed) in report order; rank r runs jobs r, r + W, ...
-    mine = jobs[ctx.rank :: ctx.world_size]
-    total = len(mine) * config.steps
-    progress = progress and ctx.is_main
-    bar = progress_bar(
-        enabled=progress, total=total, desc="compare", unit="step", dynamic_ncols=True
-    )
-    run_lines = progress and not is_terminal()  # a log: a line per run instead of bar frames
-    done: dict[tuple[str, int], dict[str, Any]] = {}
-    try:
-        for spec, seed in mine:
-            bar.set_postfix_str(f"{spec.label} seed {seed}")
-            before = bar.n
-            recorder = RunRecorder(
-                x_eval,
-                x_diag,
-                total_steps=config.steps,
-                eval_every=eval_every,
-                diag_steps=_diag_steps(config),
-                diag_samples=config.diag_samples,
-                temperatures=config.diag_temperatures,
-                relaxed=spec.relaxed,
-                exact=config.exact_feasible,
-                max_configurations=config.base.max_configurations,
-                time_budget=config.time_budget,
-                seed=seed,
-                on_step=lambda _step: bar.update(1),
-            )
-            metrics = train(
-                configs[spec, seed],
-                progress=False,
-                dataset=data,
-                callback=recorder.start(),
-                distributed=DistributedContext(),  # independent runs, never data-parallel
-            )
-            bar.update(config.steps - (bar.n - before))  # steps a time budget skipped
-            done[spec.label, seed] = _run_record(seed, metrics, recorder)
-            if run_lines:
-                print(
-                    f"compare: {spec.label} seed {seed} done ({len(done)}/{len(mine)} runs, "
-                    f"{_final(metrics):.2f} nats, {time.perf_counter() - start:.1f} s)",
-                    file=sys.stderr,
-                    flush=True,
-                )
-    finally:
-        bar.close()
-    done = ctx.gather_to_all(done)
-    estimators = [
-        {
-            "spec": spec.label,
-            "relaxed": spec.relaxed,
-            "runs": [done[spec.label, seed] for seed in config.seeds],
-        }
-        for spec in specs
-    ]
+    jobs = list(runs.configs)  # (spec, seed) in report order; rank r runs jobs r, r + W, ...
+    done = ctx.gather_to_all(runs.run(jobs[ctx.rank :: ctx.world_size], progress and ctx.is_main))
     return {
         "config": config.to_dict(),
-        "dataset": {
+        "dataset": runs.describe_data(),
+        "eval_every": runs.eval_every,
+        "diag_steps": _diag_steps(config),
+        "estimators": [
+            {
+                "spec": spec.label,
+                "relaxed": spec.relaxed,
+                "runs": [done[spec.label, seed] for seed in config.seeds],
+            }
+            for spec in specs
+        ],
+        "seconds": round(time.perf_counter() - runs.start, 3),
+    }
+
+
+def _as_specs(specs: Sequence[EstimatorSpec | str] | str) -> list[EstimatorSpec]:
+    if isinstance(specs, str):
+        return parse_specs(specs)
+    return [s if isinstance(s, EstimatorSpec) else parse_specs([s])[0] for s in specs]
+
+
+@dataclass
+class _Runs:
+    """The (estimator, seed) runs of a comparison and what they share: the data, the held-out
+    batches of the learning curves and diagnostics, and the comparison's clock."""
+
+    config: CompareConfig
+    configs: dict[tuple[EstimatorSpec, int], TrainConfig]
+    data: Any
+    x_eval: Any
+    x_diag: Any
+    eval_every: int
+    start: float = field(default_factory=time.perf_counter)
+
+    @classmethod
+    def plan(cls, config: CompareConfig, specs: list[EstimatorSpec], dataset: Any) -> _Runs:
+        """Every run's :class:`TrainConfig` (validated) and the evaluation batches."""
+        from ..data import load_dataset
+
+        data = dataset
+        if data is None:
+            data = load_dataset(config.base.dataset, config.base.data_dir)
+        steps_per_epoch = math.ceil(data.num_train / config.base.batch_size)
+        configs = {
+            (spec, seed): config.train_config(spec, seed, steps_per_epoch)
+            for spec in specs
+            for seed in config.seeds
+        }
+        device = resolve_device(config.base.device)  # train() moves its own copy of the data
+        x_diag = None
+        if config.diag_samples and config.exact_feasible:
+            x_diag = data.train[: config.diag_batch].to(device)
+        return cls(
+            config,
+            configs,
+            data,
+            data.test[: config.eval_size].to(device),
+            x_diag,
+            eval_every=config.eval_every or max(1, config.steps // 20),
+        )
+
+    def run(self, jobs: list[tuple[EstimatorSpec, int]], progress: bool) -> dict:
+        """Train ``jobs`` one after the other under one progress bar (or, in a log, a line
+        per run); ``{(label, seed): run record}``."""
+        steps = self.config.steps
+        total = len(jobs) * steps
+        bar = progress_bar(
+            enabled=progress, total=total, desc="compare", unit="step", dynamic_ncols=True
+        )
+        run_lines = progress and not is_terminal()  # a log: a line per run instead of bar frames
+        done: dict[tuple[str, int], dict[str, Any]] = {}
+        try:
+            for spec, seed in jobs:
+                bar.set_postfix_str(f"{spec.label} seed {seed}")
+                before = bar.n
+                recorder = self._recorder(spec, seed, on_step=lambda _step: bar.update(1))
+                metrics = self._train(spec, seed, recorder)
+                bar.update(steps - (bar.n - before))  # steps a time budget skipped
+                done[spec.label, seed] = _run_record(seed, metrics, recorder)
+                if run_lines:
+                    self._log_run(spec, seed, metrics, f"{len(done)}/{len(jobs)}")
+        finally:
+            bar.close()
+        return done
+
+    def _recorder(self, spec: EstimatorSpec, seed: int, on_step: Any) -> RunRecorder:
+        config = self.config
+        return RunRecorder(
+            self.x_eval,
+            self.x_diag,
+            total_steps=config.steps,
+            eval_every=self.eval_every,
+            diag_steps=_diag_steps(config),
+            diag_samples=config.diag_samples,
+            temperatures=config.diag_temperatures,
+            relaxed=spec.relaxed,
+            exact=config.exact_feasible,
+            max_configurations=config.base.max_configurations,
+            time_budget=config.time_budget,
+            seed=seed,
+            on_step=on_step,
+        )
+
+    def _train(self, spec: EstimatorSpec, seed: int, recorder: RunRecorder) -> RunMetrics:
+        return train(
+            self.configs[spec, seed],
+            progress=False,
+            dataset=self.data,
+            callback=recorder.start(),
+            distributed=DistributedContext(),  # independent runs, never data-parallel
+        )
+
+    def _log_run(self, spec: EstimatorSpec, seed: int, metrics: RunMetrics, count: str) -> None:
+        print(
+            f"compare: {spec.label} seed {seed} done ({count} runs, "
+            f"{_final(metrics):.2f} nats, {time.perf_counter() - self.start:.1f} s)",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    def describe_data(self) -> dict[str, Any]:
+        """The ``"dataset"`` entry of the result."""
+        data, base = self.data, self.config.base
+        return {
             "name": data.name,
             "num_train": int(data.num_train),
             "num_test": int(data.num_test),
-            "num_eval": int(len(x_eval)),
+            "num_eval": int(len(self.x_eval)),
             "data_dim": int(data.data_dim),
-            "latent": config.base.latent,
-            "num_configurations": LatentSpec.parse(config.base.latent).num_configurations,
-            "exact_feasible": config.exact_feasible,
-            "collapsed_nll": _collapsed_nll(data, config.base.likelihood),
-        },
-        "eval_every": eval_every,
-        "diag_steps": _diag_steps(config),
-        "estimators": estimators,
-        "seconds": round(time.perf_counter() - start, 3),
-    }
+            "latent": base.latent,
+            "num_configurations": LatentSpec.parse(base.latent).num_configurations,
+            "exact_feasible": self.config.exact_feasible,
+            "collapsed_nll": _collapsed_nll(data, base.likelihood),
+        }
 
 
 def _final(metrics: RunMetrics) -> float:
