@@ -14,15 +14,24 @@ from collections.abc import Callable, Sequence
 import pyro
 import torch
 from pyro.infer import TraceGraph_ELBO
+from pyro.ops.provenance import detach_provenance
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.subsample_messenger import _Subsample
 from torch import nn
 
 from ..errors import DVAEInputError
 
-__all__ = ["BASELINES", "BaselineMessenger", "NeuralBaseline", "ScoreFunctionELBO"]
+__all__ = [
+    "AVERAGES",
+    "BASELINES",
+    "BaselineMessenger",
+    "NeuralBaseline",
+    "ScoreFunctionELBO",
+]
 
 BASELINES = ("none", "decaying_average", "neural")
+#: how the decaying average is kept: one scalar per site, or Pyro's one per batch position
+AVERAGES = ("site", "position")
 _AVERAGE_PREFIX = "__baseline_avg_downstream_cost_"  # Pyro's param name for decaying averages
 
 
@@ -71,6 +80,14 @@ def _per_site_baseline(module: Callable, shape: torch.Size, name: str) -> Callab
     return baseline
 
 
+def _cost_shape(site: dict) -> torch.Size:
+    """The shape of a guide site's downstream cost in Pyro: its log_prob's, leading ones cut."""
+    shape = site["log_prob"].shape
+    while shape and shape[0] == 1:
+        shape = shape[1:]
+    return shape
+
+
 class BaselineMessenger(Messenger):
     """Add :class:`~pyro.infer.TraceGraph_ELBO` baseline options to discrete latent sites.
 
@@ -111,9 +128,16 @@ class ScoreFunctionELBO(TraceGraph_ELBO):
 
     - ``"none"``: plain REINFORCE (Williams 1992; Ranganath et al., Black Box Variational
       Inference, arXiv:1401.0118);
-    - ``"decaying_average"``: Pyro's exponential moving average of the downstream cost with
-      factor ``baseline_beta`` (kept per site and per position in the batch, as Pyro does; it is
-      reset to its mean when the batch shape changes);
+    - ``"decaying_average"``: an exponential moving average of the downstream cost with factor
+      ``baseline_beta``, updated by Pyro's ``use_decaying_avg_baseline`` machinery. With
+      ``baseline_average="site"`` (the default) it is one scalar per latent site: the average of
+      the batch's mean cost, started from the first batch's mean cost (no baseline on that
+      first step) and stored as a scalar in the param store. ``"position"`` is Pyro's own
+      average, one per position in the batch and started from zero (reset to its mean when the
+      batch shape changes). Under shuffled batches a position means nothing: in
+      ``benchmarks/RESULTS.md`` the per-site average has 100-1000x less gradient variance in the
+      first steps (no zero start) and the same later. ``"position"`` is a per-datum baseline
+      only when every batch holds the same data in the same order;
     - ``"neural"``: an input-dependent baseline b(x) (NVIL, Mnih & Gregor 2014, arXiv:1402.0030),
       an MLP fitted by Pyro's squared-error baseline loss. It is registered with
       ``pyro.module(baseline_name, ...)`` on every call, so SVI's optimizer updates it.
@@ -128,6 +152,8 @@ class ScoreFunctionELBO(TraceGraph_ELBO):
     :param baseline_hidden: hidden widths of the neural baseline MLP.
     :param baseline_net: optional baseline module (``"neural"``); default: built on first call.
     :param baseline_name: its name in Pyro's param store.
+    :param baseline_average: one of :data:`AVERAGES`: a scalar average per site, or one per
+        batch position (``"decaying_average"``).
     :param kwargs: passed to :class:`~pyro.infer.TraceGraph_ELBO` (``num_particles``, ...).
 
     Example:
@@ -151,15 +177,21 @@ class ScoreFunctionELBO(TraceGraph_ELBO):
         baseline_hidden: Sequence[int] = (64,),
         baseline_net: nn.Module | None = None,
         baseline_name: str = "score_function_baseline",
+        baseline_average: str = "site",
         **kwargs,
     ) -> None:
         if baseline not in BASELINES:
             raise DVAEInputError(f"baseline must be one of {BASELINES}, got {baseline!r}")
         if not 0.0 <= float(baseline_beta) < 1.0:
             raise DVAEInputError(f"baseline_beta must be in [0, 1), got {baseline_beta}")
+        if baseline_average not in AVERAGES:
+            raise DVAEInputError(
+                f"baseline_average must be one of {AVERAGES}, got {baseline_average!r}"
+            )
         super().__init__(**kwargs)
         self.baseline = baseline
         self.baseline_beta = float(baseline_beta)
+        self.baseline_average = baseline_average
         self.baseline_hidden = tuple(baseline_hidden)
         self.baseline_net = baseline_net
         self.baseline_name = baseline_name
@@ -182,8 +214,19 @@ class ScoreFunctionELBO(TraceGraph_ELBO):
         if self.baseline == "none":
             return None
         if self.baseline == "decaying_average":
-            options = {"use_decaying_avg_baseline": True, "baseline_beta": self.baseline_beta}
-            return lambda msg: dict(options)
+            if self.baseline_average == "position":
+                options = {"use_decaying_avg_baseline": True, "baseline_beta": self.baseline_beta}
+                return lambda msg: dict(options)
+            store = pyro.get_param_store()
+
+            def per_site(msg: dict) -> dict:
+                # a site's first observed cost starts its average: Pyro's update with beta = 0
+                self._averaged_sites.append(msg["name"])
+                first = _AVERAGE_PREFIX + msg["name"] not in store
+                beta = 0.0 if first else self.baseline_beta
+                return {"use_decaying_avg_baseline": True, "baseline_beta": beta}
+
+            return per_site
         net, x = self._neural_baseline(args)
         pyro.module(self.baseline_name, net)
 
@@ -199,13 +242,44 @@ class ScoreFunctionELBO(TraceGraph_ELBO):
         return neural
 
     def _get_trace(self, model, guide, args, kwargs):
+        self._averaged_sites: list[str] = []  # sites given a per-site average in this trace
         options = self._options(args)
         if options is not None:
             guide = BaselineMessenger(options)(guide)
         model_trace, guide_trace = super()._get_trace(model, guide, args, kwargs)
-        if self.baseline == "decaying_average":
+        if self.baseline == "decaying_average" and self.baseline_average == "position":
             self._reset_stale_averages(guide_trace)
         return model_trace, guide_trace
+
+    def _loss_and_surrogate_loss_particle(self, model_trace, guide_trace):
+        """Pyro's particle loss; a per-site average enters it expanded to the cost's shape and
+        leaves it as the mean of Pyro's per-position update (the mean of a decaying average of
+        costs is the decaying average of the mean cost)."""
+        if self.baseline != "decaying_average" or self.baseline_average != "site":
+            return super()._loss_and_surrogate_loss_particle(model_trace, guide_trace)
+        names = self._expand_site_averages(guide_trace, self._averaged_sites)
+        try:
+            return super()._loss_and_surrogate_loss_particle(model_trace, guide_trace)
+        finally:
+            store = pyro.get_param_store()
+            with torch.no_grad():
+                for key in names:
+                    if key in store:
+                        store[key] = detach_provenance(store[key]).detach().mean()
+
+    @staticmethod
+    def _expand_site_averages(guide_trace, sites: list[str]) -> list[str]:
+        """Broadcast each site's scalar average to its downstream cost's shape, as Pyro needs."""
+        store = pyro.get_param_store()
+        names = []
+        for name in sites:
+            site = guide_trace.nodes[name]
+            key = _AVERAGE_PREFIX + name
+            names.append(key)
+            if key in store:
+                with torch.no_grad():
+                    store[key] = store[key].detach().mean().expand(_cost_shape(site)).clone()
+        return names
 
     def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
         """A tensor whose value is the loss and whose gradient is the score-function estimate.
@@ -229,9 +303,7 @@ class ScoreFunctionELBO(TraceGraph_ELBO):
             key = _AVERAGE_PREFIX + name
             if site["type"] != "sample" or key not in store:
                 continue
-            shape = site["log_prob"].shape
-            while shape and shape[0] == 1:
-                shape = shape[1:]
+            shape = _cost_shape(site)
             old = store[key]
             if old.shape != shape:
                 with torch.no_grad():

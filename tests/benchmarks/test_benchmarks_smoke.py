@@ -19,6 +19,7 @@ SMOKE = {
     "m2_semisupervised.py": ["--smoke", "--threads", "1"],
     "bench_mixed_enumeration.py": ["--smoke", "--threads", "1"],
     "bench_structured_paired.py": ["--smoke", "--threads", "1"],
+    "bench_sf_baseline.py": ["--smoke", "--threads", "1"],
 }
 
 
@@ -123,3 +124,11 @@ def test_bench_structured_paired_agrees_with_pyro():
     assert [r[0].strip() for r in rows[1:]] == ["hmm-T5", "mix-K3"]
     for row in rows[1:]:
         assert float(row[-1]) < 1e-2  # |sum of ours - Pyro's| in float32
+
+
+@pytest.mark.slow  # a subprocess: .ci/run runs it, make test-fast skips it
+def test_bench_sf_baseline_measures_both_averages():
+    out = _run("bench_sf_baseline.py")
+    rows = [line.split("|") for line in out.splitlines() if "|" in line][1:]
+    assert {r[0].split()[0] for r in rows} == {"site", "position"}, out
+    assert all(float(r[2]) > 0 and float(r[3]) > 0 for r in rows), out

@@ -199,10 +199,12 @@ def test_score_function_mean_gradient_passes_z_test_against_exact():
 @pytest.mark.slow  # seconds of training or sampling: make test-fast skips it
 def test_baselines_reduce_score_function_variance():
     """Far-from-zero, datum-dependent costs (x up to 6 with locations near 0) make plain
-    REINFORCE noisy; Pyro's decaying-average baseline (warmed up for 40 calls) and a fitted
-    neural baseline b(x) (100 Adam steps) each cut the trace of the covariance of the guide's
-    gradient by more than half (S = 50 estimates of 10 vectorized particles each).
-    Measured variance ratios: 0.09 (average) and 0.12 (neural)."""
+    REINFORCE noisy; the decaying averages (warmed up for 40 calls) and a fitted neural baseline
+    b(x) (100 Adam steps) cut the trace of the covariance of the guide's gradient (S = 50
+    estimates of 10 vectorized particles each). On this one fixed batch Pyro's per-position
+    average is a per-datum baseline, as b(x) is; the per-site average removes the mean cost
+    only, so it cuts less. Measured variance ratios: 0.10 (position), 0.68 (site), 0.07
+    (neural)."""
     pyro.set_rng_seed(7)
     x = torch.tensor([-1.0, 0.5, 2.0, 6.0, 4.0, -3.0])
     pyro.param("q_logits", torch.tensor([0.3, -0.2, 0.1]))
@@ -214,10 +216,17 @@ def test_baselines_reduce_score_function_variance():
         zeros = {"encoder": torch.zeros(3), "decoder": torch.zeros(3)}
         return compare_gradients(est, zeros)["encoder"].variance
 
+    def average_variance(kind: str) -> float:
+        store = pyro.get_param_store()
+        if "__baseline_avg_downstream_cost_z" in store:  # both kinds keep it under this name
+            del store["__baseline_avg_downstream_cost_z"]
+        average = ScoreFunctionELBO("decaying_average", baseline_average=kind, **particles)
+        for _ in range(40):  # let the moving average of the downstream cost settle
+            average.loss_and_grads(shared_model, shared_guide, x)
+        return variance(average)
+
     plain = variance(ScoreFunctionELBO(**particles))
-    average = ScoreFunctionELBO(baseline="decaying_average", **particles)
-    for _ in range(40):  # let the moving average of the downstream cost settle
-        average.loss_and_grads(shared_model, shared_guide, x)
+    ratios = {kind: average_variance(kind) / plain for kind in ("position", "site")}
     neural = ScoreFunctionELBO(baseline="neural", baseline_hidden=(16,), **particles)
     neural.loss_and_grads(shared_model, shared_guide, x)  # builds the baseline network
     optim = torch.optim.Adam(neural.baseline_net.parameters(), lr=0.05)
@@ -225,5 +234,5 @@ def test_baselines_reduce_score_function_variance():
         optim.zero_grad()
         neural.loss_and_grads(shared_model, shared_guide, x)
         optim.step()
-    ratios = {"average": variance(average) / plain, "neural": variance(neural) / plain}
-    assert all(r < 0.5 for r in ratios.values()), ratios
+    ratios["neural"] = variance(neural) / plain
+    assert ratios["position"] < 0.5 and ratios["neural"] < 0.5 and ratios["site"] < 0.9, ratios

@@ -104,10 +104,108 @@ def test_neural_baseline_is_registered_and_trained():
 
 
 def test_decaying_average_survives_batch_size_change():
-    elbo = ScoreFunctionELBO(baseline="decaying_average")
+    elbo = ScoreFunctionELBO(baseline="decaying_average", baseline_average="position")
     elbo.loss_and_grads(model, guide, DATA)
     elbo.loss_and_grads(model, guide, DATA[:7])  # Pyro's per-position average is reset
     assert pyro.param("__baseline_avg_downstream_cost_z").shape == (7,)
+    elbo = ScoreFunctionELBO(baseline="decaying_average")  # per site: one scalar, any batch
+    for batch in (DATA, DATA[:7], DATA):
+        elbo.loss_and_grads(model, guide, batch)
+        assert pyro.param("__baseline_avg_downstream_cost_z").shape == ()
+
+
+def _coin_problem(draws: list):
+    """z_n ~ Bernoulli(0.3), x_n ~ Normal(2 z_n, 1); q(z_n) = Bernoulli(sigmoid(l)). The guide
+    keeps its draws, so a test can write each datum's downstream cost by hand."""
+
+    def coin_model(x):
+        with pyro.plate("data", len(x)):
+            z = pyro.sample("z", dist.Bernoulli(0.3))
+            pyro.sample("x", dist.Normal(2.0 * z, 1.0), obs=x)
+
+    def coin_guide(x):
+        logit = pyro.param("l", torch.tensor(0.2))
+        with pyro.plate("data", len(x)):
+            draws.append(pyro.sample("z", dist.Bernoulli(logits=logit)).detach().clone())
+
+    def cost(x, z, logit):  # log p(z) + log p(x | z) - log q(z), per datum
+        return (
+            dist.Bernoulli(0.3).log_prob(z)
+            + dist.Normal(2.0 * z, 1.0).log_prob(x)
+            - dist.Bernoulli(logits=logit).log_prob(z)
+        )
+
+    return coin_model, coin_guide, cost
+
+
+def test_site_average_is_a_hand_computed_decaying_average():
+    """The default average: one scalar per site, started at the first batch's mean cost (no
+    baseline on that step), then avg <- beta avg + (1 - beta) mean(cost), whatever the batch
+    size; each step's gradient uses the average of the steps before it. Pyro's per-position
+    average (the old default) starts at zero and keeps one value per position: it fails here."""
+    draws: list = []
+    coin_model, coin_guide, cost = _coin_problem(draws)
+    pyro.set_rng_seed(3)
+    x = torch.randn(6)
+    beta = 0.7
+    elbo = ScoreFunctionELBO(baseline="decaying_average", baseline_beta=beta)
+    assert elbo.baseline_average == "site"
+    average = None
+    for batch in (x, x[:4], x, x[2:5]):
+        elbo.loss_and_grads(coin_model, coin_guide, batch)
+        param = pyro.param("l").unconstrained()
+        logit, z = pyro.param("l").detach(), draws[-1]
+        c = cost(batch, z, logit)
+        b = 0.0 if average is None else average
+        # d(loss)/dl of the surrogate: -sum_n (c_n - b) d log q(z_n) / dl
+        expected_grad = -((c - b) * (z - torch.sigmoid(logit))).sum()
+        assert torch.allclose(param.grad, expected_grad, atol=1e-5)
+        param.grad = None
+        average = c.mean() if average is None else beta * average + (1 - beta) * c.mean()
+        stored = pyro.param("__baseline_avg_downstream_cost_z")
+        assert stored.shape == () and torch.allclose(stored, average, atol=1e-5)
+
+
+def test_site_average_with_particles():
+    """Sequential particles update the average once each; vectorized ones average together."""
+    draws: list = []
+    coin_model, coin_guide, cost = _coin_problem(draws)
+    x = torch.randn(5)
+    elbo = ScoreFunctionELBO(baseline="decaying_average", baseline_beta=0.5, num_particles=2)
+    elbo.loss_and_grads(coin_model, coin_guide, x)
+    logit = pyro.param("l").detach()
+    first, second = (cost(x, z, logit).mean() for z in draws)
+    expected = 0.5 * first + 0.5 * second
+    assert torch.allclose(pyro.param("__baseline_avg_downstream_cost_z"), expected, atol=1e-5)
+    pyro.clear_param_store()
+    draws.clear()
+    elbo = ScoreFunctionELBO(
+        baseline="decaying_average", num_particles=3, vectorize_particles=True, max_plate_nesting=1
+    )
+    elbo.loss_and_grads(coin_model, coin_guide, x)
+    logit = pyro.param("l").detach()
+    expected = cost(x, draws[0], logit).mean()  # [3, 5] costs: the first average is their mean
+    stored = pyro.param("__baseline_avg_downstream_cost_z")
+    assert stored.shape == () and torch.allclose(stored, expected, atol=1e-5)
+
+
+def test_position_average_is_pyros():
+    """``baseline_average="position"`` is Pyro's own average: per position, from zero."""
+    draws: list = []
+    coin_model, coin_guide, cost = _coin_problem(draws)
+    x = torch.randn(5)
+    elbo = ScoreFunctionELBO(baseline="decaying_average", baseline_average="position")
+    elbo.loss_and_grads(coin_model, coin_guide, x)
+    c = cost(x, draws[0], pyro.param("l").detach())
+    assert torch.allclose(pyro.param("__baseline_avg_downstream_cost_z"), 0.1 * c, atol=1e-5)
+
+
+def test_default_average_is_per_site():
+    """The per-site average is the default (the measurement: benchmarks/RESULTS.md)."""
+    from pyro_dvae.infer import build_elbo
+
+    assert ScoreFunctionELBO().baseline_average == "site"
+    assert build_elbo("score-function-baseline").baseline_average == "site"
 
 
 def test_messenger_respects_user_baselines_and_skips_observed_sites():
@@ -129,6 +227,8 @@ def test_messenger_respects_user_baselines_and_skips_observed_sites():
 def test_bad_options():
     with pytest.raises(DVAEInputError, match="baseline must be one of"):
         ScoreFunctionELBO(baseline="mean")
+    with pytest.raises(DVAEInputError, match="baseline_average must be one of"):
+        ScoreFunctionELBO(baseline="decaying_average", baseline_average="batch")
     with pytest.raises(DVAEInputError, match="first positional argument"):
         ScoreFunctionELBO(baseline="neural").loss_and_grads(model, guide, x=DATA)
 
