@@ -146,7 +146,7 @@ def run(
         t0 = time.perf_counter()
         for step, i in enumerate(range(0, n, args.batch_size)):
             if unlabelled:
-                svi.step(images(perm[i : i + args.batch_size]))
+                svi.step(images(perm[i : i + args.batch_size]), scale=args.unlabelled_weight)
             if step % args.labelled_every == 0:
                 j = torch.randint(len(labelled), (args.labelled_batch_size,), generator=g)
                 x_labelled = random_translate(images(labelled[j]), args.label_shift, generator=g)
@@ -158,12 +158,9 @@ def run(
             curve.append((epoch, m2.accuracy(x_test, labels_test)))  # not timed
             print(f"{name} {classes} classes: epoch {epoch} test accuracy {curve[-1][1]:.4f}")
     m2.eval()  # batch norm: running statistics
-    m2.entropy_weight, m2.consistency_weight = (
-        1.0,
-        0.0,
-    )  # the test -ELBO is the ELBO, whatever the training objective
     with torch.no_grad():
-        loss = EnumeratedELBO().loss(m2.model, m2.guide, data.test[:1000])
+        with m2.elbo_only():  # the test -ELBO is the ELBO, whatever the training objective
+            loss = EnumeratedELBO().loss(m2.model, m2.guide, data.test[:1000])
         # the generative model's own classification, argmax_y ELBO(x, y), on 2000 test images
         gen = m2.generative_classify(x_test[:2000], num_samples=4)
         generative_accuracy = float((gen == labels_test[:2000]).float().mean())
@@ -312,6 +309,13 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="weight of the labelled ELBO per step (alpha not included); default: labels /\n"
         "training images (0.002 for 100 of 50k), Kingma et al.'s objective, which counts\n"
         "every image once per epoch (each step draws a batch of labelled ones)",
+    )
+    p.add_argument(
+        "--unlabelled-weight",
+        type=positive_float,
+        default=1.0,
+        help="weight of the unlabelled ELBO per step (> 0; 1: Kingma et al.; 1e-6: the unlabelled\n"
+        "images train practically only the consistency term)",
     )
     p.add_argument(
         "--dynamic-binarization",

@@ -189,8 +189,11 @@ def _check_pair(images: np.ndarray, labels: np.ndarray, ipath: Path, lpath: Path
         )
 
 
-def load_mnist(data_dir: str | Path) -> BinaryDataset:
+def load_mnist(data_dir: str | Path, binarize: bool = True) -> BinaryDataset:
     """Load MNIST from ``data_dir``: fixed binarization, 50,000 / 10,000 / 10,000 split.
+
+    ``binarize=False`` keeps the grey levels as intensities in ``[0, 1]`` (``x / 255``), the
+    Bernoulli targets of Pyro's semi-supervised example, instead of the fixed binarization.
 
     Example:
         >>> ds = load_mnist("/path/to/mnist")  # doctest: +SKIP
@@ -231,11 +234,17 @@ def load_mnist(data_dir: str | Path) -> BinaryDataset:
             f"than {NUM_VALID} (the last {NUM_VALID} are the validation split); use the full file"
         )
     h, w = train_img.shape[1:]
-    rng = np.random.default_rng(_SEED)
-    train_bin = _binarize(train_img.reshape(len(train_img), h * w), rng, _CHUNK_ROWS)
-    del train_img, arrays["train_images"]
-    test_bin = _binarize(test_img.reshape(len(test_img), h * w), rng, _CHUNK_ROWS)
-    del test_img, arrays["test_images"]
+    if binarize:
+        rng = np.random.default_rng(_SEED)
+        train_bin = _binarize(train_img.reshape(len(train_img), h * w), rng, _CHUNK_ROWS)
+        del train_img, arrays["train_images"]
+        test_bin = _binarize(test_img.reshape(len(test_img), h * w), rng, _CHUNK_ROWS)
+        del test_img, arrays["test_images"]
+        how = "fixed stochastic binarization (numpy seed 0)"
+    else:
+        train_bin = train_img.reshape(len(train_img), h * w).astype(np.float32) / 255.0
+        test_bin = test_img.reshape(len(test_img), h * w).astype(np.float32) / 255.0
+        how = "grey levels / 255 in [0, 1]"
     n_train = len(train_bin) - NUM_VALID
     train_labels = torch.from_numpy(arrays["train_labels"].astype(np.int64))
     return BinaryDataset(
@@ -248,7 +257,7 @@ def load_mnist(data_dir: str | Path) -> BinaryDataset:
         test_labels=torch.from_numpy(arrays["test_labels"].astype(np.int64)),
         image_shape=(int(h), int(w)),
         description=(
-            f"MNIST IDX files from '{data_dir}', fixed stochastic binarization (numpy seed 0), "
+            f"MNIST IDX files from '{data_dir}', {how}, "
             f"{n_train}/{NUM_VALID}/{len(test_bin)} train/valid/test split"
         ),
     )

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 
 import pyro
 import pyro.distributions as dist
@@ -235,6 +236,26 @@ class SemiSupervisedVAE(nn.Module):
                 y = pyro.sample("y", self.q_y(x), infer={"enumerate": "parallel"})
             z = pyro.sample("z", self.q_z(x, y))
         return y, z
+
+    @contextlib.contextmanager
+    def elbo_only(self) -> Iterator[SemiSupervisedVAE]:
+        """Within the block, the unlabelled model is the ELBO's: no entropy or consistency
+        factor (e.g. to evaluate a test -ELBO); the labelled one keeps its classification term.
+
+        Example:
+            >>> m2 = SemiSupervisedVAE(6, 3, 2, 8, consistency_weight=5.0)
+            >>> with m2.elbo_only():
+            ...     m2.consistency_weight
+            0.0
+            >>> m2.consistency_weight
+            5.0
+        """
+        saved = self.entropy_weight, self.consistency_weight
+        self.entropy_weight, self.consistency_weight = 1.0, 0.0
+        try:
+            yield self
+        finally:
+            self.entropy_weight, self.consistency_weight = saved
 
     # ------------------------------------------------------------------ classification -----
     @torch.no_grad()

@@ -20,6 +20,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ import pyro
 import torch
 from torch import nn
 
-from ..data import load_dataset
+from ..data import BinaryDataset, load_dataset, load_mnist, random_translate
 from ..errors import DVAEInputError
 from ..infer import EnumeratedELBO, GumbelSoftmaxELBO, TorchOptimSVI
 from ..models import SemiSupervisedVAE
@@ -77,6 +78,18 @@ class SemiSupervisedConfig:
     z_dim: int = _opt(50, "dimension of the style z")
     hidden: tuple[int, ...] = _opt((500,), "hidden widths", type=hidden_sizes, metavar="H,H")
     alpha: float = _opt(200.0, "weight of log q(y|x) per label")
+    labelled_weight: float | None = _opt(
+        None, "weight of the labelled ELBO per step (default: labels / images)", type=float
+    )
+    label_shift: int = _opt(0, "shift each labelled image by up to N pixels per axis")
+    consistency_weight: float = _opt(
+        0.0, "weight of KL(q(y|x) || q(y|perturbed x)) per unlabelled image"
+    )
+    consistency_shift: int = _opt(0, "consistency: random shift, up to N pixels per axis")
+    adversarial_epsilon: float = _opt(0.0, "consistency: virtual adversarial step (L2)")
+    batch_norm: bool = _opt(False, "batch norm in the classifier")
+    classifier_dropout: float = _opt(0.0, "dropout on the classifier's input pixels")
+    intensities: bool = _opt(False, "MNIST grey levels in [0, 1] as targets, not binarized")
     seed: int = _opt(0, "seed of the run")
 
     def validate(self, classes: int = 10) -> None:
@@ -98,6 +111,25 @@ class SemiSupervisedConfig:
             raise DVAEInputError(
                 f"lr and temperature must be > 0 and alpha >= 0, got lr={self.lr}, "
                 f"temperature={self.temperature}, alpha={self.alpha}"
+            )
+        for name in ("label_shift", "consistency_shift", "consistency_weight"):
+            if getattr(self, name) < 0:
+                raise DVAEInputError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.adversarial_epsilon < 0 or not 0 <= self.classifier_dropout < 1:
+            raise DVAEInputError(
+                "adversarial_epsilon must be >= 0 and classifier_dropout in [0, 1), got "
+                f"adversarial_epsilon={self.adversarial_epsilon}, "
+                f"classifier_dropout={self.classifier_dropout}"
+            )
+        if self.labelled_weight is not None and not self.labelled_weight > 0:
+            raise DVAEInputError(
+                f"labelled_weight must be > 0 (or None: labels / images), got "
+                f"{self.labelled_weight}"
+            )
+        if self.intensities and self.dataset != "mnist":
+            raise DVAEInputError(
+                f"intensities=True needs MNIST's grey levels, but dataset is {self.dataset!r}; "
+                "pass dataset='mnist' or intensities=False"
             )
 
     def to_dict(self) -> dict[str, Any]:
@@ -170,23 +202,20 @@ def train_semisupervised(
     :param progress: show a progress bar per epoch where stderr is a terminal.
     :param log: where to print one line per epoch (default: nothing).
     """
-    data = load_dataset(config.dataset, config.data_dir)
-    if data.train_labels is None or data.test_labels is None:
-        raise DVAEInputError(f"dataset {data.name!r} has no labels; use digits or mnist")
+    config.validate()
+    data = _load(config)
     classes = int(data.train_labels.max()) + 1
     config.validate(classes)
     pyro.set_rng_seed(config.seed)
     x_train, x_test = data.train, data.test
     labelled = pick_labelled(data.train_labels, config.labels // classes, config.label_seed)
     y_labelled = nn.functional.one_hot(data.train_labels[labelled], classes).float()
-    m2 = SemiSupervisedVAE(
-        data.data_dim, classes, z_dim=config.z_dim, hidden=config.hidden, alpha=config.alpha
-    )
+    m2 = _model(config, data, classes)
     svi = TorchOptimSVI(
         m2.model, m2.guide, lambda ps: torch.optim.Adam(ps, lr=config.lr), _elbo(config)
     )
     n = len(x_train)
-    weight = len(labelled) / n * config.labelled_every
+    weight = config.labelled_weight or len(labelled) / n * config.labelled_every
     out = Path(out) if out is not None else None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
@@ -204,7 +233,12 @@ def train_semisupervised(
             )
             if step % config.labelled_every == 0:
                 j = torch.randint(len(labelled), (config.batch_size,), generator=g)
-                svi.step(x_train[labelled[j]], y_labelled[j], scale=weight)
+                x_labelled = x_train[labelled[j]]
+                if config.label_shift:
+                    x_labelled = random_translate(
+                        x_labelled, config.label_shift, data.image_shape, generator=g
+                    )
+                svi.step(x_labelled, y_labelled[j], scale=weight)
             bar.update(1)
         bar.close()
         seconds = time.perf_counter() - t0
@@ -219,12 +253,53 @@ def train_semisupervised(
     return _write(out, config, m2, history, data, classes, plots=True)
 
 
+def _load(config: SemiSupervisedConfig) -> BinaryDataset:
+    """The dataset, checked for what the configuration needs (labels, image shape)."""
+    if config.intensities:
+        if config.data_dir is None:
+            raise DVAEInputError("dataset 'mnist' needs data_dir, the folder of the IDX files")
+        data = load_mnist(config.data_dir, binarize=False)
+    else:
+        data = load_dataset(config.dataset, config.data_dir)
+    if data.train_labels is None or data.test_labels is None:
+        raise DVAEInputError(f"dataset {data.name!r} has no labels; use digits or mnist")
+    shifts = {"label_shift": config.label_shift, "consistency_shift": config.consistency_shift}
+    for name, value in shifts.items():
+        if value and data.image_shape is None:
+            raise DVAEInputError(
+                f"{name}={value} translates images, but dataset {data.name!r} has no image "
+                f"shape; pass {name}=0"
+            )
+    return data
+
+
+def _model(config: SemiSupervisedConfig, data: BinaryDataset, classes: int) -> SemiSupervisedVAE:
+    augment = None
+    if config.consistency_shift:  # global RNG: replayable, seeded by pyro.set_rng_seed
+        augment = partial(
+            random_translate, max_shift=config.consistency_shift, image_shape=data.image_shape
+        )
+    return SemiSupervisedVAE(
+        data.data_dim,
+        classes,
+        z_dim=config.z_dim,
+        hidden=config.hidden,
+        alpha=config.alpha,
+        batch_norm=config.batch_norm,
+        classifier_dropout=config.classifier_dropout,
+        consistency_weight=config.consistency_weight,
+        augment=augment,
+        adversarial_epsilon=config.adversarial_epsilon,
+    )
+
+
 def _write(out, config, m2, history, data, classes, plots: bool) -> dict[str, Any]:
     m2.eval()
     with torch.no_grad():
         predicted = m2.classify(data.test)
         test = data.test[:1000]
-        nelbo = EnumeratedELBO().loss(m2.model, m2.guide, test) / len(test)
+        with m2.elbo_only():  # the ELBO, whatever the training objective adds
+            nelbo = EnumeratedELBO().loss(m2.model, m2.guide, test) / len(test)
     m2.train()
     metrics = {
         "config": config.to_dict(),

@@ -180,6 +180,8 @@ def add_options(
         choices = opt.choices() if callable(opt.choices) else opt.choices
         if choices is not None:
             kwargs["choices"] = tuple(choices)
+        elif isinstance(default, bool):  # --name / --no-name
+            kwargs["action"] = argparse.BooleanOptionalAction
         else:
             kwargs["type"] = opt.type or (type(default) if default is not None else str)
         text = (help or {}).get(name) or opt.help

@@ -201,6 +201,18 @@ def test_binarize_is_chunk_invariant():
         assert out.dtype == np.uint8 and np.array_equal(out, ref)
 
 
+def test_load_mnist_intensities_are_the_grey_levels_over_255(tmp_path):
+    data = make_fake_mnist(tmp_path)
+    ds = load_mnist(tmp_path, binarize=False)
+    train = data["train_images"].reshape(N_TRAIN_FAKE, H * W).astype(np.float32) / 255
+    assert torch.equal(ds.train, torch.from_numpy(train[:5]))
+    assert torch.equal(ds.valid, torch.from_numpy(train[5:]))
+    test = data["test_images"].reshape(N_TEST_FAKE, H * W).astype(np.float32) / 255
+    assert torch.equal(ds.test, torch.from_numpy(test))
+    assert "grey levels" in ds.description
+    assert torch.equal(ds.train_labels, load_mnist(tmp_path).train_labels)
+
+
 def test_load_mnist_dotted_names_and_load_dataset(tmp_path):
     make_fake_mnist(tmp_path, dotted=True, gz_keys=("test_images",))
     ds = load_dataset("mnist", data_dir=str(tmp_path))

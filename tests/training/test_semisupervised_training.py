@@ -29,6 +29,11 @@ SMALL = dict(hidden=(64,), z_dim=8, batch_size=100)
         ({"estimator": "vimco"}, "estimator must be one of"),
         ({"epochs": 0}, "epochs must be >= 1"),
         ({"lr": 0.0}, "lr and temperature must be > 0"),
+        ({"label_shift": -1}, "label_shift must be >= 0"),
+        ({"consistency_weight": -1.0}, "consistency_weight must be >= 0"),
+        ({"classifier_dropout": 1.0}, "classifier_dropout in \\[0, 1\\)"),
+        ({"labelled_weight": 0.0}, "labelled_weight must be > 0"),
+        ({"intensities": True}, "pass dataset='mnist' or intensities=False"),
     ],
 )
 def test_bad_settings_give_one_line_errors(options, match):
@@ -75,3 +80,66 @@ def test_short_run_learns_and_writes_its_outputs(tmp_path, estimator):
     for name in ("accuracy.png", "confusion.png", "class_samples.png"):
         assert (tmp_path / "plots" / name).stat().st_size > 1000
     assert (tmp_path / "model.pt").exists()
+
+
+def test_recipe_options_reach_the_model_and_the_labelled_batches(monkeypatch):
+    """batch norm, dropout, consistency (shift + adversarial) and the labelled ELBO weight are
+    those of the configuration; labelled images are translated by at most label_shift."""
+    import pyro_dvae.training.semisupervised as module
+
+    seen = {}
+    cfg = SemiSupervisedConfig(
+        labels=20, epochs=1, hidden=(8,), z_dim=2, batch_size=50, labelled_weight=0.3,
+        label_shift=1, consistency_weight=2.0, consistency_shift=1, adversarial_epsilon=0.5,
+        batch_norm=True, classifier_dropout=0.1,
+    )  # fmt: skip
+    real_model = module._model
+
+    def spy_model(config, data, classes):
+        m2 = real_model(config, data, classes)
+        real_step = module.TorchOptimSVI.step
+
+        def step(self, x, y=None, scale=1.0):
+            if y is not None:
+                seen.setdefault("labelled", []).append((x.clone(), scale))
+            return real_step(self, x, y, scale=scale)
+
+        monkeypatch.setattr(module.TorchOptimSVI, "step", step)
+        seen["model"], seen["data"] = m2, data
+        return m2
+
+    monkeypatch.setattr(module, "_model", spy_model)
+    train_semisupervised(cfg, progress=False)
+    m2, data = seen["model"], seen["data"]
+    assert isinstance(m2.classifier[1], torch.nn.BatchNorm1d)
+    assert m2.input_dropout.p == 0.1
+    assert (m2.consistency_weight, m2.adversarial_epsilon) == (2.0, 0.5)
+    assert m2.augment.keywords == {"max_shift": 1, "image_shape": (8, 8)}
+    x, scale = seen["labelled"][0]
+    assert scale == 0.3
+    # every labelled image is a training image translated by at most one pixel per axis
+    padded = torch.nn.functional.pad(data.train.reshape(-1, 8, 8), (1, 1, 1, 1))
+    shifts = {
+        (dr, dc): padded[:, 1 - dr : 9 - dr, 1 - dc : 9 - dc].reshape(len(padded), 64)
+        for dr in (-1, 0, 1)
+        for dc in (-1, 0, 1)
+    }
+    moved = 0
+    for image in x:
+        found = [k for k, v in shifts.items() if bool((v == image).all(1).any())]
+        assert found, "a labelled image that is no translation of a training image"
+        moved += (0, 0) not in found
+    assert moved > 0  # and the shift is applied
+
+
+def test_shift_on_data_without_images_names_the_fix(monkeypatch):
+    import pyro_dvae.training.semisupervised as module
+
+    digits = module.load_dataset("digits")
+    flat = type(digits)(
+        "flat", digits.train, digits.valid, digits.test, digits.train_labels,
+        digits.valid_labels, digits.test_labels,
+    )  # fmt: skip
+    monkeypatch.setattr(module, "load_dataset", lambda *a, **k: flat)
+    with pytest.raises(DVAEInputError, match="has no image shape; pass label_shift=0"):
+        train_semisupervised(SemiSupervisedConfig(label_shift=2, epochs=1), progress=False)

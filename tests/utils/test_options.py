@@ -65,3 +65,20 @@ def test_require_positive_int(bad):
     with pytest.raises(DVAEInputError, match="must be an integer >= 1"):
         require_positive_int("epochs", bad, "epochs=10")
     assert require_positive_int("epochs", 3, "epochs=10") == 3
+
+
+@dataclass
+class Switches:
+    on: bool = field(default=False, metadata=option("turn it on"))
+    off: bool = field(default=True, metadata=option("turn it off with --no-off"))
+
+
+@pytest.mark.parametrize(
+    "argv, want",
+    [([], Switches()), (["--on", "--no-off"], Switches(True, False)), (["--off"], Switches())],
+)
+def test_bool_fields_are_on_off_flags(argv, want):
+    """A bool field is --name / --no-name (type=bool would read "False" as True)."""
+    p = argparse.ArgumentParser(prog="p")
+    add_options(p, Switches)
+    assert from_args(Switches, p.parse_args(argv)) == want
