@@ -124,6 +124,7 @@ def run(
         consistency_weight=args.consistency_weight,
         augment=functools.partial(random_translate, max_shift=args.consistency_shift),
         adversarial_epsilon=args.adversarial_epsilon,
+        consistency_threshold=args.consistency_threshold,
     )
     elbo = make_elbo(name, args.temperature)
     betas = (args.beta1, 0.999)
@@ -288,6 +289,13 @@ def parse_args(argv=None) -> argparse.Namespace:
         type=int,
         default=2,
         help="the consistency term's random translation, up to N pixels per axis",
+    )
+    p.add_argument(
+        "--consistency-threshold",
+        type=float,
+        default=0.0,
+        help="0: the consistency term is a KL; in (0, 1): FixMatch's pseudo-labels of at\n"
+        "least this confidence",
     )
     p.add_argument(
         "--adversarial-epsilon",

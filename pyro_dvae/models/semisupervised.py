@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Callable, Iterator, Sequence
 
 import pyro
@@ -84,6 +85,10 @@ class SemiSupervisedVAE(nn.Module):
         to a batch of the same shape (e.g. ``functools.partial(random_translate, max_shift=2)``
         from :mod:`pyro_dvae.data`); ``None``: the image itself, so only the classifier's input
         dropout perturbs it.
+    :param consistency_threshold: 0 (default): the consistency term is the KL above. In
+        ``(0, 1)``: it is FixMatch's pseudo-label loss instead, ``-w * log q(y_hat | augment(x))``
+        with ``y_hat`` the most probable class under ``q(y | x)``, counted only for the images
+        where that probability is at least the threshold (Sohn et al. 2020).
     :param adversarial_epsilon: when positive, the consistency term's perturbation also moves the
         (augmented) image by ``epsilon`` (L2 norm) in the direction that changes ``q(y | x)``
         the most, found by one power iteration (virtual adversarial training, Miyato et al.
@@ -113,6 +118,8 @@ class SemiSupervisedVAE(nn.Module):
         - T. Miyato, S. Maeda, M. Koyama, S. Ishii. Virtual Adversarial Training: A
           Regularization Method for Supervised and Semi-Supervised Learning. TPAMI 2018,
           arXiv:1704.03976 (the adversarial perturbation).
+        - K. Sohn et al. FixMatch: Simplifying Semi-Supervised Learning with Consistency and
+          Confidence. NeurIPS 2020, arXiv:2001.07685 (thresholded pseudo-labels).
         - Q. Xie, Z. Dai, E. Hovy, M.-T. Luong, Q. V. Le. Unsupervised Data Augmentation for
           Consistency Training. NeurIPS 2020, arXiv:1904.12848 (KL to a fixed target).
     """
@@ -131,6 +138,7 @@ class SemiSupervisedVAE(nn.Module):
         consistency_weight: float = 0.0,
         augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
         adversarial_epsilon: float = 0.0,
+        consistency_threshold: float = 0.0,
     ) -> None:
         super().__init__()
         widths = _widths(hidden)
@@ -141,6 +149,12 @@ class SemiSupervisedVAE(nn.Module):
         self.consistency_weight = float(consistency_weight)
         self.augment = augment
         self.adversarial_epsilon = float(adversarial_epsilon)
+        if not 0.0 <= consistency_threshold < 1.0:
+            raise ValueError(
+                f"consistency_threshold must be in [0, 1), got {consistency_threshold}; pass 0 "
+                "for the KL or e.g. 0.95 for FixMatch's pseudo-labels"
+            )
+        self.consistency_threshold = float(consistency_threshold)
         self.decoder = _softplus_mlp([classes + z_dim, *widths, data_dim])
         self.encoder = _softplus_mlp([data_dim + classes, *widths, 2 * z_dim])
         self.classifier = _softplus_mlp([data_dim, *cwidths, classes], batch_norm=batch_norm)
@@ -159,13 +173,18 @@ class SemiSupervisedVAE(nn.Module):
         return dist.OneHotCategorical(logits=self.classifier_logits(x))
 
     def consistency(self, x: torch.Tensor) -> torch.Tensor:
-        """``KL(q(y | x) || q(y | augment(x)))`` per image, the first ``q`` without gradient."""
+        """``KL(q(y | x) || q(y | augment(x)))`` per image, the first ``q`` without gradient
+        (with ``consistency_threshold``: the masked pseudo-label loss instead)."""
         with torch.no_grad():
             target = F.log_softmax(self.classifier_logits(x), -1)
         perturbed = x if self.augment is None else self.augment(x)
         if self.adversarial_epsilon > 0:
             perturbed = perturbed + self.adversarial_direction(perturbed, target)
         log_q = F.log_softmax(self.classifier_logits(perturbed), -1)
+        if self.consistency_threshold > 0:
+            confidence, label = target.max(-1)
+            mask = (confidence >= math.log(self.consistency_threshold)).to(log_q.dtype)
+            return -mask * log_q.gather(-1, label.unsqueeze(-1)).squeeze(-1)
         return (target.exp() * (target - log_q)).sum(-1)
 
     def adversarial_direction(

@@ -232,6 +232,27 @@ def test_consistency_adds_weighted_kl_to_the_perturbed_classifier_on_unlabelled_
     assert losses[2.5][1] == pytest.approx(losses[0.0][1], rel=1e-12)
 
 
+@pytest.mark.parametrize("threshold, kept", [(0.3, 5), (0.36, 3)])
+def test_consistency_threshold_is_the_masked_pseudo_label_loss(threshold, kept):
+    """With a threshold: -log q(argmax q(y|x) | flip(x)) for the images whose top probability
+    reaches it, 0 for the others (FixMatch), from the raw classifier."""
+    x, _ = data()
+    m = make(consistency_weight=1.0, augment=flip, consistency_threshold=threshold)
+    with torch.no_grad():
+        p = torch.softmax(m.classifier(x), -1)
+        lq = torch.log_softmax(m.classifier(x.flip(-1)), -1)
+    top, label = p.max(-1)
+    want = torch.where(top >= threshold, -lq[torch.arange(N), label], torch.zeros(N, dtype=F64))
+    got = m.consistency(x)
+    assert int((top >= threshold).sum()) == kept  # all kept, or a mixed mask
+    assert torch.allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
+def test_consistency_threshold_out_of_range_names_the_fix():
+    with pytest.raises(ValueError, match="pass 0 for the KL or e.g. 0.95"):
+        make(consistency_threshold=1.0)
+
+
 def test_consistency_target_gets_no_gradient():
     """The gradient of the consistency term is that of -w * sum q_fixed * log q(y | flip(x)):
     nothing flows through the target q(y | x)."""
