@@ -87,6 +87,9 @@ class SemiSupervisedConfig:
     )
     consistency_shift: int = _opt(0, "consistency: random shift, up to N pixels per axis")
     adversarial_epsilon: float = _opt(0.0, "consistency: virtual adversarial step (L2)")
+    consistency_threshold: float = _opt(
+        0.0, "consistency: 0 a KL, in (0, 1) FixMatch pseudo-labels this confident"
+    )
     batch_norm: bool = _opt(False, "batch norm in the classifier")
     classifier_dropout: float = _opt(0.0, "dropout on the classifier's input pixels")
     intensities: bool = _opt(False, "MNIST grey levels in [0, 1] as targets, not binarized")
@@ -120,6 +123,11 @@ class SemiSupervisedConfig:
                 "adversarial_epsilon must be >= 0 and classifier_dropout in [0, 1), got "
                 f"adversarial_epsilon={self.adversarial_epsilon}, "
                 f"classifier_dropout={self.classifier_dropout}"
+            )
+        if not 0 <= self.consistency_threshold < 1:
+            raise DVAEInputError(
+                f"consistency_threshold must be in [0, 1), got {self.consistency_threshold}; "
+                "pass 0 for the KL or e.g. 0.95 for pseudo-labels"
             )
         if self.labelled_weight is not None and not self.labelled_weight > 0:
             raise DVAEInputError(
@@ -290,6 +298,7 @@ def _model(config: SemiSupervisedConfig, data: BinaryDataset, classes: int) -> S
         consistency_weight=config.consistency_weight,
         augment=augment,
         adversarial_epsilon=config.adversarial_epsilon,
+        consistency_threshold=config.consistency_threshold,
     )
 
 

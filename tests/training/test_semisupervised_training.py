@@ -33,6 +33,7 @@ SMALL = dict(hidden=(64,), z_dim=8, batch_size=100)
         ({"consistency_weight": -1.0}, "consistency_weight must be >= 0"),
         ({"classifier_dropout": 1.0}, "classifier_dropout in \\[0, 1\\)"),
         ({"labelled_weight": 0.0}, "labelled_weight must be > 0"),
+        ({"consistency_threshold": 1.0}, "consistency_threshold must be in \\[0, 1\\)"),
         ({"intensities": True}, "pass dataset='mnist' or intensities=False"),
     ],
 )
@@ -91,7 +92,7 @@ def test_recipe_options_reach_the_model_and_the_labelled_batches(monkeypatch):
     cfg = SemiSupervisedConfig(
         labels=20, epochs=1, hidden=(8,), z_dim=2, batch_size=50, labelled_weight=0.3,
         label_shift=1, consistency_weight=2.0, consistency_shift=1, adversarial_epsilon=0.5,
-        batch_norm=True, classifier_dropout=0.1,
+        batch_norm=True, classifier_dropout=0.1, consistency_threshold=0.9,
     )  # fmt: skip
     real_model = module._model
 
@@ -114,6 +115,7 @@ def test_recipe_options_reach_the_model_and_the_labelled_batches(monkeypatch):
     assert isinstance(m2.classifier[1], torch.nn.BatchNorm1d)
     assert m2.input_dropout.p == 0.1
     assert (m2.consistency_weight, m2.adversarial_epsilon) == (2.0, 0.5)
+    assert m2.consistency_threshold == 0.9
     assert m2.augment.keywords == {"max_shift": 1, "image_shape": (8, 8)}
     x, scale = seen["labelled"][0]
     assert scale == 0.3
