@@ -245,7 +245,8 @@ for d in args.dims:
         model, guide, x, exact = elbo_problem(d, reparam)
         elbo = make()
         if name.startswith("SF +"):  # let the moving-average baseline settle first
-            gradient_estimates(elbo, model, guide, x, num_samples=args.warmup)
+            for _ in range(args.warmup):  # (every estimate below starts from this state)
+                elbo.loss_and_grads(model, guide, x)
         est = gradient_estimates(
             elbo, model, guide, x, num_samples=args.samples, groups=lambda key: key
         )

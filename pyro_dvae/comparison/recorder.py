@@ -20,7 +20,7 @@ import pyro
 import pyro.util
 import torch
 
-from ..diagnostics import gradient_diagnostics
+from ..diagnostics import gradient_diagnostics, preserved_param_store
 from ..training.evaluation import evaluate_nelbo, evaluate_nll_exact
 
 __all__ = ["RunRecorder", "preserved_training_state"]
@@ -28,9 +28,9 @@ __all__ = ["RunRecorder", "preserved_training_state"]
 
 @contextmanager
 def preserved_training_state(seed: int | None = None) -> Iterator[None]:
-    """Run a block (optionally under ``seed``) and restore the RNG streams and every value in
-    Pyro's param store afterwards (e.g. the moving averages of score-function baselines, which
-    an extra ``loss_and_grads`` call would update).
+    """Run a block (optionally under ``seed``) and restore the RNG streams and Pyro's param
+    store afterwards (:func:`~pyro_dvae.diagnostics.preserved_param_store`: e.g. the moving
+    averages of score-function baselines, which an extra ``loss_and_grads`` call would update).
 
     Example:
         >>> before = torch.rand(1); pyro.set_rng_seed(1); a = torch.rand(1)
@@ -41,24 +41,13 @@ def preserved_training_state(seed: int | None = None) -> Iterator[None]:
         True
     """
     rng = pyro.util.get_rng_state()
-    store = pyro.get_param_store()
-    saved = {
-        name: (p, p.detach().clone(), store[name].detach().clone())
-        for name, p in store.named_parameters()
-    }
-    if seed is not None:
-        pyro.set_rng_seed(seed)
-    try:
-        yield
-    finally:
-        current = dict(store.named_parameters())
-        with torch.no_grad():
-            for name, (tensor, unconstrained, constrained) in saved.items():
-                if current.get(name) is tensor:
-                    tensor.copy_(unconstrained)  # same tensor: keep the optimizer's reference
-                else:
-                    store[name] = constrained  # replaced (e.g. a decaying-average baseline)
-        pyro.util.set_rng_state(rng)
+    with preserved_param_store():
+        if seed is not None:
+            pyro.set_rng_seed(seed)
+        try:
+            yield
+        finally:
+            pyro.util.set_rng_state(rng)
 
 
 class RunRecorder:

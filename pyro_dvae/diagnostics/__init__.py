@@ -7,6 +7,7 @@ from .gradients import (
     exact_gradient,
     gradient_diagnostics,
     gradient_estimates,
+    preserved_param_store,
 )
 
 __all__ = [
@@ -16,4 +17,5 @@ __all__ = [
     "exact_gradient",
     "gradient_diagnostics",
     "gradient_estimates",
+    "preserved_param_store",
 ]

@@ -11,7 +11,7 @@ gradients are flattened into one vector.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -32,6 +32,7 @@ __all__ = [
     "exact_gradient",
     "gradient_diagnostics",
     "gradient_estimates",
+    "preserved_param_store",
 ]
 
 ParamSpec = nn.Module | Iterable[str] | None
@@ -166,6 +167,55 @@ def _preserved_grads(extra: Iterable[torch.Tensor]):
             p.grad = saved[key]
 
 
+@contextmanager
+def preserved_param_store() -> Iterator[Callable[[], None]]:
+    """Snapshot Pyro's param store; yield ``restore()``, which puts it back, and restore on exit.
+
+    Restored are the entries (by name, the same unconstrained tensor objects, bitwise the same
+    values) and the set of names: entries created since are deleted, replaced or deleted ones
+    put back. This is the state an estimator carries between steps: the decaying averages of
+    :class:`~pyro_dvae.infer.ScoreFunctionELBO` (``__baseline_avg_downstream_cost_*``, replaced
+    on every call) and its learned baselines and control variates (NVIL, REBAR, RELAX: modules
+    registered in the store). The estimators keep no other state between calls (only modules
+    built on the first call, whose parameters are in the store). Gradients (``.grad``) and the
+    RNG are not touched.
+
+    Example:
+        >>> pyro.clear_param_store()
+        >>> _ = pyro.param("avg", torch.zeros(2))
+        >>> with preserved_param_store() as restore:
+        ...     pyro.get_param_store()["avg"] = torch.ones(2)  # replaced, as a baseline update
+        ...     _ = pyro.param("new", torch.ones(1))
+        ...     restore()
+        ...     pyro.param("avg").tolist(), "new" in pyro.get_param_store()
+        ([0.0, 0.0], False)
+    """
+    store = pyro.get_param_store()
+    state = store.get_state()
+    saved = {name: [p, p._version, p.detach().clone()] for name, p in state["params"].items()}
+
+    def restore() -> None:
+        current = dict(store.named_parameters())
+        for name in current.keys() - saved.keys():
+            del store[name]
+        with torch.no_grad():
+            for name, entry in saved.items():
+                tensor, version, value = entry
+                if tensor._version != version:  # changed in place
+                    tensor.copy_(value)
+                    entry[1] = tensor._version
+                if current.get(name) is not tensor:  # replaced or deleted
+                    if name in current:
+                        del store[name]
+                    constraint = state["constraints"][name]
+                    store.set_state({"params": {name: tensor}, "constraints": {name: constraint}})
+
+    try:
+        yield restore
+    finally:
+        restore()
+
+
 def _one_gradient(elbo: ELBO, model, guide, args, kwargs, params: _ParamSet):
     for p in params.tensors.values():
         p.grad = None
@@ -236,8 +286,9 @@ def gradient_estimates(
     args, kwargs = _as_args(data), kwargs or {}
     param_set = _resolve(model, guide, args, kwargs, params, groups)
     samples = []
-    with _preserved_grads(param_set.tensors.values()):
+    with _preserved_grads(param_set.tensors.values()), preserved_param_store() as restore:
         for _ in range(int(num_samples)):
+            restore()  # every estimate from the state the caller left (e.g. training's)
             grads = _one_gradient(elbo, model, guide, args, kwargs, param_set)
             samples.append(param_set.flatten(grads))
     return {group: torch.stack([s[group] for s in samples]) for group in samples[0]}

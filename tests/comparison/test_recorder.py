@@ -36,12 +36,18 @@ def test_preserved_training_state_restores_rng_and_param_store():
 
 
 @pytest.mark.slow  # seconds of training or sampling: make test-fast skips it
-@pytest.mark.parametrize("estimator", ["score-function-baseline", "gumbel-softmax"])
+@pytest.mark.parametrize("estimator", ["score-function-baseline", "nvil", "gumbel-softmax"])
 def test_recording_does_not_change_training(estimator, digits):
     """Evaluations and extra loss_and_grads calls (which move Pyro's decaying-average
-    baselines and draw random numbers) leave the trajectory exactly as without the recorder."""
+    baselines and draw random numbers) leave the trajectory exactly as without the recorder:
+    the same losses, metrics and, bitwise, the same parameters and baselines at the end."""
     cfg = TrainConfig(estimator=estimator, **CFG)
+
+    def final_state():
+        return {name: p.detach().clone() for name, p in pyro.get_param_store().named_parameters()}
+
     plain = train(cfg, progress=False, dataset=digits)
+    plain_state = final_state()
     rec = RunRecorder(
         digits.test,
         digits.train[:20],
@@ -54,6 +60,11 @@ def test_recording_does_not_change_training(estimator, digits):
     )
     recorded = train(cfg, progress=False, dataset=digits, callback=rec.start())
     assert recorded["history"]["loss"] == plain["history"]["loss"]
+    state = final_state()
+    assert state.keys() == plain_state.keys()
+    assert all(torch.equal(state[n], plain_state[n]) for n in state)
+    if estimator == "score-function-baseline":
+        assert any(n.startswith("__baseline_avg_downstream_cost_") for n in state)
     for key in ("test_nll_exact", "test_nelbo", "test_nll_iwae"):
         assert recorded[key] == plain[key], key
     assert rec.curve["step"] == [2, 4, 6] and rec.steps == 6 and not rec.stopped_by_time

@@ -72,9 +72,12 @@ def test_baselines_reduce_variance():
         return est["guide"].var(0).sum()
 
     plain = guide_variance(ScoreFunctionELBO(baseline="none"))
-    average = guide_variance(ScoreFunctionELBO(baseline="decaying_average", baseline_beta=0.5))
+    average = ScoreFunctionELBO(baseline="decaying_average", baseline_beta=0.5)
+    for _ in range(10):  # settle the average: every estimate starts from the state left here
+        average.loss_and_grads(model, guide, DATA)
+    average = guide_variance(average)
     oracle = guide_variance(ScoreFunctionELBO(baseline="neural", baseline_net=OracleBaseline(DATA)))
-    # measured ratios over seeds: 0.16-0.32 (average) and 0.08-0.11 (oracle); bounds leave room
+    # measured ratios over seeds 0-5: 0.10-0.17 (average) and 0.09-0.12 (oracle); bounds leave room
     # for the noise of a variance estimated from 25 draws
     assert average < 0.6 * plain
     assert oracle < 0.3 * plain
