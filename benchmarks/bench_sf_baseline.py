@@ -9,12 +9,14 @@ gradient (same data, model, seeds, steps and diagnostic batches)::
     OMP_NUM_THREADS=1 python benchmarks/bench_sf_baseline.py --steps 500 --seeds 3 \\
         --latent 4x4 --encoder-hidden 128 --diag-batch 100 --diag-samples 32 \\
         --diag-at 0.004,0.02,0.1,0.5 --eval-size 300 --eval-every 50 --iwae-samples 50 \\
-        --out /tmp/sf-baseline [--fresh-state]
+        --out /tmp/sf-baseline [--carried-state]
 
-The comparison's diagnostics draw their estimates one after another on one fixed batch, and the
-averages move between them: over that batch a per-position average learns each datum's own
-cost, which it cannot do under shuffled training batches. With ``--fresh-state`` every estimate
-starts from the run's baseline state at that step (the averages are restored after each).
+The comparison's diagnostics draw their estimates one after another on one fixed batch; each
+starts from the baseline state training left at that step (``gradient_estimates`` restores
+Pyro's param store before each). ``--carried-state`` brings back the diagnostic before that fix,
+whose estimates moved the averages between them: over that batch a per-position average learns
+each datum's own cost, which it cannot do under shuffled training batches. ``--fresh-state``
+(the old way to get every estimate from training's state) is accepted and is now the default.
 
 ``--paired`` compares the two averages at the same parameters instead: it trains with each
 average (digits, latent 4x4, encoder 128, batch 100), and at each checkpoint warms up both
@@ -46,24 +48,22 @@ for average in ("site", "position"):
     )
 
 
-def _fresh_state() -> None:
-    """Restore the decaying averages after each diagnostic gradient estimate."""
-    import pyro
+def _carried_state() -> None:
+    """The diagnostic before the fix: its estimates chain the decaying averages (each estimate
+    starts from the state the previous one left; the recorder restores training's state after
+    the last)."""
+    from contextlib import contextmanager
 
     from pyro_dvae.diagnostics import gradients
 
-    one_gradient = gradients._one_gradient
+    preserved = gradients.preserved_param_store
 
-    def fresh(*args, **kwargs):
-        store = pyro.get_param_store()
-        saved = {k: store[k].detach().clone() for k in store.keys() if k.startswith(_PREFIX)}
-        try:
-            return one_gradient(*args, **kwargs)
-        finally:
-            for key, value in saved.items():
-                store[key] = value
+    @contextmanager
+    def carried():
+        with preserved():  # restored after the last estimate only
+            yield lambda: None
 
-    gradients._one_gradient = fresh
+    gradients.preserved_param_store = carried
 
 
 _PREFIX = "__baseline_avg_downstream_cost_"
@@ -80,7 +80,6 @@ def _paired(steps: int, seeds: int, warmup: int, samples: int) -> None:
     from pyro_dvae.diagnostics.gradients import _preserved_grads
     from pyro_dvae.training import TrainConfig, train
 
-    _fresh_state()
     data = load_dataset("digits")
     x_diag = data.train[:100]
     checkpoints = sorted({2, 10, max(1, steps // 10), max(1, steps // 2), steps})
@@ -150,9 +149,11 @@ if __name__ == "__main__":
             a.steps, a.seeds, a.warmup, a.samples = 3, 1, 2, 2
         _paired(a.steps, a.seeds, a.warmup, a.samples)
         sys.exit(0)
-    if "--fresh-state" in argv:
+    if "--fresh-state" in argv:  # now the default
         argv.remove("--fresh-state")
-        _fresh_state()
+    if "--carried-state" in argv:
+        argv.remove("--carried-state")
+        _carried_state()
     if "--estimators" not in argv:
         argv = ["--estimators", "score-function,sf-average-position,sf-average-site", *argv]
     sys.exit(main(["compare", *argv]))

@@ -135,7 +135,7 @@ class ScoreFunctionELBO(TraceGraph_ELBO):
       first step) and stored as a scalar in the param store. ``"position"`` is Pyro's own
       average, one per position in the batch and started from zero (reset to its mean when the
       batch shape changes). Under shuffled batches a position means nothing: in
-      ``benchmarks/RESULTS.md`` the per-site average has 100-1000x less gradient variance in the
+      ``benchmarks/RESULTS.md`` the per-site average has 30-1600x less gradient variance in the
       first steps (no zero start) and the same later. ``"position"`` is a per-datum baseline
       only when every batch holds the same data in the same order;
     - ``"neural"``: an input-dependent baseline b(x) (NVIL, Mnih & Gregor 2014, arXiv:1402.0030),
