@@ -14,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import DVAEInputError
+from ..utils.files import LOCK_NAME
 from ..utils.options import to_flags
 
 __all__ = [
@@ -49,6 +50,9 @@ def in_flag_terms(message: str) -> str:
 
 def check_out_dir(path: Path, force: bool) -> Path:
     """Refuse an output path that is a file, or a non-empty directory without ``--force``.
+    A directory holding nothing but a run lock file (left by a run that failed in a directory
+    that existed before it) counts as empty; a live run's lock is refused before this, by
+    :func:`~pyro_dvae.utils.files.check_not_locked`.
 
     Example:
         >>> check_out_dir(Path("/nonexistent/run"), force=False)
@@ -56,7 +60,7 @@ def check_out_dir(path: Path, force: bool) -> Path:
     """
     if path.exists() and not path.is_dir():
         raise DVAEInputError(f"--out {path} is a file, not a directory; pass a directory path")
-    if path.is_dir() and any(path.iterdir()) and not force:
+    if path.is_dir() and any(p.name != LOCK_NAME for p in path.iterdir()) and not force:
         raise DVAEInputError(
             f"output directory {path} is not empty; pass --force to overwrite it or choose "
             "another --out"

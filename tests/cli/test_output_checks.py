@@ -51,3 +51,21 @@ def test_damaged_checkpoint_is_one_short_line(run_dir, tmp_path, capsys):
         message = one_line_error(capsys.readouterr().err)
         assert "is damaged or incomplete" in message and "train again" in message
         assert len(message) < 300, message
+
+
+def test_a_directory_holding_only_a_stale_lock_file_counts_as_empty(tmp_path):
+    """A run that failed in a directory that existed before it leaves its (released) lock file:
+    the next run may use the directory without --force; anything else in it still needs it."""
+    from pyro_dvae.cli._options import check_out_dir
+    from pyro_dvae.errors import DVAEInputError
+    from pyro_dvae.utils.files import LOCK_NAME, run_lock
+
+    out = tmp_path / "run"
+    out.mkdir()
+    with run_lock(out):  # a run that stops here (its lock file stays, unlocked)
+        pass
+    assert [p.name for p in out.iterdir()] == [LOCK_NAME]
+    assert check_out_dir(out, force=False) == out
+    (out / "metrics.json").write_text("{}")
+    with pytest.raises(DVAEInputError, match="not empty; pass --force"):
+        check_out_dir(out, force=False)
