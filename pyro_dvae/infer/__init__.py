@@ -1,6 +1,12 @@
 """Objectives, exact enumeration and evaluation for discrete-latent models."""
 
-from .disarm_elbo import DISARM_COUPLINGS, DisARMELBO, disarm_weights
+from .disarm_elbo import (
+    DISARM_CATEGORICAL,
+    DISARM_COUPLINGS,
+    DisARMELBO,
+    disarm_weights,
+    stick_breaking_logits,
+)
 from .enumerated_elbo import EnumeratedELBO
 from .enumeration import (
     DEFAULT_MAX_CONFIGURATIONS,
@@ -42,6 +48,7 @@ __all__ = [
     "BASELINES",
     "CONTROL_VARIATES",
     "DEFAULT_MAX_CONFIGURATIONS",
+    "DISARM_CATEGORICAL",
     "DISARM_COUPLINGS",
     "ESTIMATORS",
     "EXACT_ESTIMATORS",
@@ -90,6 +97,7 @@ __all__ = [
     "sampled_prior_kl",
     "set_log_prob",
     "stochastic_beam_search",
+    "stick_breaking_logits",
     "unordered_set_weights",
     "vimco_learning_signals",
 ]

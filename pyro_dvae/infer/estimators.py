@@ -113,7 +113,8 @@ register_estimator(
     "disarm",
     DisARMELBO,
     options=_SAMPLING,
-    summary="antithetic Bernoulli pairs (Dong et al. 2020); num_particles = pairs",
+    summary="antithetic Bernoulli / stick-breaking categorical pairs (Dong et al. 2020, 2021); "
+    "num_particles = pairs",
 )
 register_estimator(
     "gst",
@@ -182,7 +183,8 @@ def build_elbo(
     - ``nvil``: with a learned, input-dependent neural baseline;
     - ``vimco``: :class:`VIMCOELBO` with ``max(2, num_particles)`` particles;
     - ``rloo``: :class:`RLOOELBO` (leave-one-out baselines) with ``max(2, num_particles)``;
-    - ``disarm``: :class:`DisARMELBO` with ``num_particles`` antithetic pairs;
+    - ``disarm``: :class:`DisARMELBO` with ``num_particles`` antithetic pairs (categorical sites:
+      stick-breaking DisARM);
     - ``gst``: :class:`GSTELBO` (gapped straight-through at ``temperature``);
     - ``rebar``, ``relax``: :class:`RELAXELBO` with REBAR's or RELAX's control variate;
     - ``unordered-set``: :class:`UnorderedSetELBO` with ``max(2, num_particles)`` codes per datum

@@ -1,7 +1,8 @@
 """DisARMELBO (Dong, Mnih & Tucker 2020, arXiv:2006.10680) against the exact gradient by
-enumeration: a Bernoulli latent model, the two-site user model with a dependent guide
-(sequential pairs) and with a factorized one (joint pair), and the variance against REINFORCE
-with the same two model evaluations per step.
+enumeration: a Bernoulli latent model, a OneHotCategorical model (the stick-breaking categorical
+DisARM of Dong, Mnih & Tucker 2021, arXiv:2106.08056), the two-site user model with a dependent
+guide (sequential pairs) and with a factorized one (joint pair), and the variance against
+REINFORCE with the same two model evaluations per step.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import pyro_dvae.infer.disarm_elbo as disarm_module
 from pyro_dvae import DiscreteVAE
 from pyro_dvae.errors import DVAEInputError
 from pyro_dvae.infer import RLOOELBO, DisARMELBO, ScoreFunctionELBO, disarm_weights
-from pyro_dvae.infer.disarm_elbo import _PairMessenger
+from pyro_dvae.infer.disarm_elbo import _PairMessenger, _stick_breaking_draw
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: single-threaded
 
@@ -37,6 +38,10 @@ Z_THRESHOLD = 4.5
 W = torch.tensor([[1.0, -2.0], [0.5, 1.5], [-1.0, 0.3]])
 BERNOULLI_DATA = torch.tensor([[0.5, -1.0], [1.5, 0.5], [-1.0, 2.0]]).repeat(100, 1)
 GUIDE_COORDS = 9  # enc (6) and enc_b (3) come first in name order
+
+MU = torch.tensor([-2.0, -0.5, 0.7, 2.5])
+CATEGORICAL_DATA = torch.tensor([-1.5, 0.3, 2.0]).repeat(100)
+CATEGORICAL_GUIDE_COORDS = 8  # enc (2 x 4) comes first in name order
 
 
 def bernoulli_model(x):
@@ -53,6 +58,21 @@ def bernoulli_guide(x):
     b = pyro.param("enc_b", torch.tensor([0.1, -0.1, 0.0]))
     with pyro.plate("data", len(x)):
         pyro.sample("z", dist.Bernoulli(logits=x @ enc + b).to_event(1))
+
+
+def categorical_model(x):
+    """One four-class OneHotCategorical per datum, x ~ Normal(mu[z], 1)."""
+    prior = pyro.param("prior", torch.tensor([0.2, -0.3, 0.1, 0.0]))
+    mu = pyro.param("mu", MU.clone())
+    with pyro.plate("data", len(x)):
+        z = pyro.sample("z", dist.OneHotCategorical(logits=prior))
+        pyro.sample("x", dist.Normal(z @ mu, 1.0), obs=x)
+
+
+def categorical_guide(x):
+    w = pyro.param("enc", torch.tensor([[-0.8, -0.2, 0.3, 0.9], [0.1, 0.3, -0.2, -0.1]]))
+    with pyro.plate("data", len(x)):
+        pyro.sample("z", dist.OneHotCategorical(logits=x.unsqueeze(-1) * w[0] + w[1]))
 
 
 def test_weights_and_the_antithetic_pair():
@@ -90,16 +110,74 @@ def test_a_wrong_sign_fails_the_same_test(monkeypatch):
     assert z_scores(est, exact).abs().max() > Z_THRESHOLD
 
 
+def test_stick_breaking_pair_has_the_softmax_marginals():
+    """z and z~ (uniforms u and 1 - u) are each distributed as softmax(logits); the pair is
+    antithetic: it agrees less often than two independent draws would (measured 0.19 against
+    sum p^2 = 0.32)."""
+    logits = torch.tensor([0.5, -1.0, 0.2, 1.3, -0.4])
+    u = torch.rand(200_000, 4)
+    z, z_anti = _stick_breaking_draw(logits, u), _stick_breaking_draw(logits, 1 - u)
+    probs = logits.softmax(-1)
+    for draw in (z, z_anti):
+        freq = torch.bincount(draw, minlength=5).float() / len(draw)
+        assert torch.allclose(freq, probs, atol=4e-3), (freq, probs)
+    assert (z == z_anti).float().mean() < (probs**2).sum() - 0.05
+
+
+def test_mean_gradient_matches_exact_categorical():
+    """Measured max |z| at seed 0: 2.8 with 25 calls, 1.9 with 400."""
+    exact = flat_exact(categorical_model, categorical_guide, CATEGORICAL_DATA)
+    est = estimates(DisARMELBO(), categorical_model, categorical_guide, CATEGORICAL_DATA, NUM_CALLS)
+    assert est.shape == (NUM_CALLS, 16)
+    z = z_scores(est, exact)
+    assert z.abs().max() < Z_THRESHOLD, z
+
+
+def test_dropping_the_longer_members_term_fails_the_same_test(monkeypatch):
+    """The test can fail: without the score term on the units only the longer member reads,
+    the categorical estimate is biased (max |z| > 30)."""
+    exact = flat_exact(categorical_model, categorical_guide, CATEGORICAL_DATA)
+    right = disarm_module.stick_breaking_signal
+
+    def without_longer(*args):
+        same, longer = right(*args)
+        return same, torch.zeros_like(longer)
+
+    monkeypatch.setattr(disarm_module, "stick_breaking_signal", without_longer)
+    est = estimates(DisARMELBO(), categorical_model, categorical_guide, CATEGORICAL_DATA, NUM_CALLS)
+    assert z_scores(est, exact).abs().max() > Z_THRESHOLD
+
+
+def test_categorical_variance_below_the_fallback_and_reinforce():
+    """Guide-gradient variance on the OneHotCategorical model, two model evaluations per step,
+    200 estimates. Measured at seeds 0-2: stick-breaking DisARM 593-667, the two-sample
+    leave-one-out fallback (categorical="loo") 724-858, RLOO with 2 samples 746-844, REINFORCE
+    averaged over 2 samples 1815-2027 (stick-breaking / REINFORCE 0.30-0.34, / fallback
+    0.72-0.84)."""
+
+    def guide_variance(elbo):
+        est = estimates(elbo, categorical_model, categorical_guide, CATEGORICAL_DATA, 200)
+        return est[:, :CATEGORICAL_GUIDE_COORDS].var(0).sum()
+
+    stick = guide_variance(DisARMELBO())
+    fallback = guide_variance(DisARMELBO(categorical="loo"))
+    plain = guide_variance(ScoreFunctionELBO(num_particles=2))
+    assert stick < fallback
+    assert stick < 0.5 * plain
+
+
+@pytest.mark.parametrize("categorical", ["stick-breaking", "loo"])
 @pytest.mark.parametrize(
     "guide, coupling",
     [(user_guide, "sequential"), (factorized_guide, "joint")],
     ids=["dependent-guide", "factorized-guide"],
 )
-def test_user_model_bernoulli_and_categorical_sites(guide, coupling):
-    """Bernoulli z1 gets DisARM, the integer Categorical z2 the two-sample leave-one-out score
-    function; 'auto' picks sequential pairs when q(z2) reads z1, one joint pair otherwise."""
+def test_user_model_bernoulli_and_categorical_sites(guide, coupling, categorical):
+    """Bernoulli z1 gets DisARM, the integer Categorical z2 the stick-breaking DisARM (or, with
+    categorical="loo", the two-sample leave-one-out score function); 'auto' picks sequential
+    pairs when q(z2) reads z1, one joint pair otherwise."""
     exact = flat_exact(user_model, guide, USER_DATA)
-    elbo = DisARMELBO()
+    elbo = DisARMELBO(categorical=categorical)
     est = estimates(elbo, user_model, guide, USER_DATA, NUM_CALLS)
     assert list(elbo._auto.values()) == [coupling]
     z = z_scores(est, exact)
@@ -136,8 +214,20 @@ def test_discrete_vae_with_bernoulli_latents_trains():
     assert vae.encoder[0].weight.grad is not None
 
 
+def test_discrete_vae_with_categorical_latents_trains():
+    vae = DiscreteVAE(6, "3x4", encoder_hidden=(8,))
+    x = torch.bernoulli(torch.full((4, 6), 0.5))
+    svi = pyro.infer.SVI(vae.model, vae.guide, pyro.optim.Adam({"lr": 0.01}), DisARMELBO(2))
+    losses = [svi.step(x) for _ in range(3)]
+    assert all(torch.isfinite(torch.tensor(losses)))
+    DisARMELBO().loss_and_grads(vae.model, vae.guide, x)  # (svi.step zeroed the gradients)
+    assert vae.encoder[0].weight.grad.abs().sum() > 0
+
+
 def test_bad_options():
     with pytest.raises(DVAEInputError, match="coupling must be one of"):
         DisARMELBO(coupling="pairs")
     with pytest.raises(DVAEInputError, match="num_particles"):
         DisARMELBO(num_particles=0)
+    with pytest.raises(DVAEInputError, match="categorical must be one of"):
+        DisARMELBO(categorical="tree")
