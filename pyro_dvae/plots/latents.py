@@ -124,7 +124,8 @@ def plot_code_vs_label(
     fig, axes = plt.subplots(
         1,
         cols,
-        figsize=(cols * max(0.3 * cats + 0.9, 2.2) + 1.4, 0.3 * num_labels + 2.0),
+        # at least 5 inches wide: the two-line suptitle fits however few groups are shown
+        figsize=(max(cols * max(0.3 * cats + 0.9, 2.2) + 1.4, 5.0), 0.3 * num_labels + 2.4),
         squeeze=False,
         constrained_layout=True,
     )
@@ -141,7 +142,7 @@ def plot_code_vs_label(
     fig.colorbar(im, ax=axes[0].tolist(), label="p(category | label)", shrink=0.9)
     best = int(order[0])
     fig.suptitle(
-        f"Latent code vs label: best group {best}, I(label; z_{best}) = {mi[best]:.3f} of "
+        f"Latent code vs label: best group {best}\nI(label; z_{best}) = {mi[best]:.3f} of "
         f"H(label) = {h_label:.3f} nats"
     )
     return save(fig, path)

@@ -30,3 +30,16 @@ def test_code_vs_label_reports_mutual_information(tmp_path, trained):
     assert "I(label; z_" in fig.get_suptitle() and "nats" in fig.get_suptitle()
     assert all("I = " in ax.get_title() for ax in fig.axes[:2])
     assert _is_png(tmp_path / "label.png")
+
+
+@pytest.mark.parametrize("groups", [1, 2, 4])
+def test_code_vs_label_suptitle_fits_the_figure(groups):
+    """With one or two groups the figure used to be narrower than its suptitle (clipped)."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    probs = rng.dirichlet(np.ones(3), size=(40, groups))
+    fig = plot_code_vs_label(probs, rng.integers(0, 2, 40))
+    fig.canvas.draw()
+    box = fig._suptitle.get_window_extent()
+    assert box.x0 >= 0 and box.x1 <= fig.bbox.width and box.y1 <= fig.bbox.height
