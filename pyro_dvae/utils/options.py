@@ -219,8 +219,9 @@ _VALUE = r"""(?:'([^']*)'|"([^"]*)"|([^\s,;)'"]+))"""
 
 def to_flags(message: str, *classes: Any, extra: Mapping[str, str] | None = None) -> str:
     """Rewrite ``name=value`` (a field of ``classes`` or a key of ``extra``) in ``message`` as
-    ``--flag value`` (``--flag`` alone for ``=True``). Names preceded by ``:`` (estimator spec
-    syntax such as ``st-gumbel:kl=analytic``) are left as they are.
+    ``--flag value`` (``--flag`` alone for ``=True``, ``--no-flag`` for ``=False``). Names
+    preceded by ``:`` (estimator spec syntax such as ``st-gumbel:kl=analytic``) are left as they
+    are.
 
     Example:
         >>> from pyro_dvae.training import TrainConfig
@@ -234,8 +235,10 @@ def to_flags(message: str, *classes: Any, extra: Mapping[str, str] | None = None
     pattern = re.compile(rf"(?<![\w.:=-])({names})={_VALUE}")
 
     def swap(m: re.Match) -> str:
-        value = next(v for v in m.groups()[1:] if v is not None)
-        return flags[m.group(1)] if value == "True" else f"{flags[m.group(1)]} {value}"
+        value, flag = next(v for v in m.groups()[1:] if v is not None), flags[m.group(1)]
+        if value in ("True", "False") and flag.startswith("--"):  # on/off flags of bool fields
+            return flag if value == "True" else "--no-" + flag[2:]
+        return f"{flag} {value}"
 
     return pattern.sub(swap, message)
 

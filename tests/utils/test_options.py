@@ -82,3 +82,7 @@ def test_bool_fields_are_on_off_flags(argv, want):
     p = argparse.ArgumentParser(prog="p")
     add_options(p, Switches)
     assert from_args(Switches, p.parse_args(argv)) == want
+
+
+def test_bool_values_become_on_off_flags_in_messages():
+    assert to_flags("pass on=True or off=False", Switches) == "pass --on or --no-off"
