@@ -5,8 +5,10 @@ same estimator (Gumbel-softmax, temperature 1), same batch (100) and Adam, timed
 interleaved round-robin so that machine noise hits all alike. Variants: ``ours`` (the default
 ``TorchOptimSVI``, whose step is captured once and replayed, see
 ``pyro_dvae.infer.captured_step``), ``ours-eager`` (``capture="off"``: Pyro's handlers every
-step), ``handwritten`` (plain PyTorch, eager), ``handwritten-compiled`` (the same under
-``torch.compile``, with ``--compiled``: the upper anchor) and ``pyro`` (SVI + Trace_ELBO).
+step), ``handwritten`` (plain PyTorch, eager), and with ``--compiled``: ``ours-compiled``
+(``capture="compiled"``: the captured graph compiled by inductor; its compile time is printed)
+and ``handwritten-compiled`` (the hand-written loop under ``torch.compile``: the upper anchor);
+``pyro`` (SVI + Trace_ELBO).
 Prints median milliseconds per step and the ratios; the last line is exactly
 ``ours/handwritten = R``.
 
@@ -129,19 +131,50 @@ def plain_pyro_model_guide(vae: DiscreteVAE, tau: float):
 
 
 def capture_ab(svis: dict, x: torch.Tensor, pairs: int) -> str:
-    """Loss and gradients alone (no optimizer step), captured vs eager, alternating call by
-    call (order flipped every pair): the part of a step that capture changes."""
-    times: dict[str, list[float]] = {"ours": [], "ours-eager": []}
+    """Loss and gradients alone (no optimizer step), captured (and compiled, if there) vs
+    eager, alternating call by call (order reversed every round): the part of a step that
+    capture changes."""
+    names = [n for n in ("ours", "ours-eager", "ours-compiled") if n in svis]
+    times: dict[str, list[float]] = {n: [] for n in names}
     for i in range(pairs):
-        for name in ("ours", "ours-eager") if i % 2 else ("ours-eager", "ours"):
+        for name in names if i % 2 else names[::-1]:
             t0 = time.perf_counter()
             svis[name].compute_grads(x)
             times[name].append(time.perf_counter() - t0)
             svis[name].apply_grads()
     med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
-    return (
-        f"loss+grads, {pairs} alternating pairs: captured {med['ours']:.2f} ms, eager "
+    line = (
+        f"loss+grads, {pairs} alternating rounds: captured {med['ours']:.2f} ms, eager "
         f"{med['ours-eager']:.2f} ms, captured/eager = {med['ours'] / med['ours-eager']:.3f}"
+    )
+    if "ours-compiled" in med:
+        line += (
+            f"; compiled {med['ours-compiled']:.2f} ms, compiled/eager = "
+            f"{med['ours-compiled'] / med['ours-eager']:.3f}, compiled/captured = "
+            f"{med['ours-compiled'] / med['ours']:.3f}"
+        )
+    return line
+
+
+def compiled_vs_eager(svi: TorchOptimSVI, x: torch.Tensor) -> str:
+    """A compiled replay against an eager step on the same noise: the differences that the
+    run-time check's tolerances must allow."""
+    params = list(svi.parameters().values())
+    state = torch.random.get_rng_state()
+    loss = svi.compute_grads(x)
+    grads = [p.grad.clone() for p in params]
+    svi.zero_grad()
+    torch.random.set_rng_state(state)
+    eager = svi._captured._eager(x)
+    worst = max(
+        float((g - p.grad).abs().max() / p.grad.abs().max().clamp_min(1e-30))
+        for g, p in zip(grads, params)
+    )
+    svi.zero_grad()
+    rel = abs(loss - eager) / abs(eager)
+    return (
+        f"compiled vs eager, same noise: loss relative difference {rel:.1e}, "
+        f"largest gradient difference / largest gradient entry {worst:.1e}"
     )
 
 
@@ -155,7 +188,7 @@ def main(args: argparse.Namespace) -> float:
     for name in ("ours", "handwritten", "pyro"):
         torch.manual_seed(0)
         nets[name] = DiscreteVAE(dim, args.latent, encoder_hidden=hidden)
-    for name in ("ours-eager", "handwritten-compiled"):
+    for name in ("ours-eager", "handwritten-compiled", "ours-compiled"):
         torch.manual_seed(0)
         # its own name in Pyro's param store: two models under one name would share tensors
         nets[name] = DiscreteVAE(dim, args.latent, encoder_hidden=hidden, name=name)
@@ -167,7 +200,12 @@ def main(args: argparse.Namespace) -> float:
             GumbelSoftmaxELBO(temperature=args.temperature, kl=args.kl),
             capture=capture,
         )
-        for name, capture in (("ours", "auto"), ("ours-eager", "off"))
+        for name, capture in (
+            ("ours", "auto"),
+            ("ours-eager", "off"),
+            ("ours-compiled", "compiled"),
+        )
+        if args.compiled or capture != "compiled"
     }
     hand = Handwritten(nets["handwritten"], 1e-3, args.temperature, args.kl)
     model, guide = plain_pyro_model_guide(nets["pyro"], args.temperature)
@@ -179,15 +217,19 @@ def main(args: argparse.Namespace) -> float:
         "pyro": lambda: svi_pyro.step(x),
     }
     if args.compiled:
+        steps["ours-compiled"] = lambda: svis["ours-compiled"].step(x)
         compiled = Handwritten(nets["handwritten-compiled"], 1e-3, args.temperature, args.kl)
         compiled.step = torch.compile(compiled.step)
         steps["handwritten-compiled"] = lambda: compiled.step(x)
     if args.kl != "relaxed":
         del steps["pyro"]  # plain Pyro has no analytic-KL counterpart without hand-written code
     times: dict[str, list[float]] = {k: [] for k in steps}
-    for fn in steps.values():  # warm-up
+    warmup = {}
+    for name, fn in steps.items():  # warm-up (and compilation)
+        t0 = time.perf_counter()
         for _ in range(args.warmup):
             fn()
+        warmup[name] = time.perf_counter() - t0
     for _ in range(args.rounds):
         for name, fn in steps.items():
             t0 = time.perf_counter()
@@ -204,9 +246,16 @@ def main(args: argparse.Namespace) -> float:
         print(f"{k:12s} {v:8.2f} ms/step  (min {min(times[k]):.2f}, max {max(times[k]):.2f})")
     if "pyro" in med:
         print(f"pyro/handwritten = {med['pyro'] / med['handwritten']:.3f}")
-    for name in ("ours-eager", "handwritten-compiled"):
+    for name in ("ours-eager", "ours-compiled", "handwritten-compiled"):
         if name in med:
             print(f"{name}/handwritten = {med[name] / med['handwritten']:.3f}")
+    for name in ("ours-compiled", "handwritten-compiled"):
+        if name in warmup:
+            print(
+                f"{name}: {args.warmup} warm-up steps, compilation included: {warmup[name]:.1f} s"
+            )
+    if "ours-compiled" in svis:
+        print(compiled_vs_eager(svis["ours-compiled"], x))
     if args.capture_pairs:
         print(capture_ab(svis, x, args.capture_pairs))
     ratio = med["ours"] / med["handwritten"]

@@ -18,7 +18,7 @@ import torch
 from pyro.infer import ELBO
 
 from ..errors import DVAEInputError
-from .captured_step import CAPTURE_MODES, CapturedStep, supports_capture
+from .captured_step import AUTO_COMPILE_STEPS, CAPTURE_MODES, CapturedStep, supports_capture
 
 __all__ = ["TorchOptimSVI"]
 
@@ -36,7 +36,15 @@ class TorchOptimSVI:
         gradients from a captured graph of tensor operations instead of re-running Pyro's
         effect handlers (:class:`~pyro_dvae.infer.captured_step.CapturedStep`; exact, checked
         against eager steps) where the ELBO allows it, eagerly otherwise; ``"on"``: the same,
-        but an ELBO that does not allow it is an error; ``"off"``: always eager.
+        but an ELBO that does not allow it is an error; ``"compiled"``: as ``"on"``, and each
+        captured graph is also compiled by inductor at its first replay (tens of seconds per
+        graph, then ~2/3 of the plain replay's time: for long runs; checked against eager
+        steps at a float tolerance); ``"off"``: always eager. ``"auto"`` compiles too when
+        ``steady_steps`` says the run is long enough to pay for it.
+    :param steady_steps: a hint: how many steps this SVI will take with the same settings
+        and batch shape (what a captured graph is keyed on). With ``capture="auto"``, at least
+        :data:`~pyro_dvae.infer.captured_step.AUTO_COMPILE_STEPS` turns compiling on: its tens
+        of seconds are then a small share of the time saved (``benchmarks/RESULTS.md``).
 
     Example:
         >>> import pyro, pyro.distributions as dist
@@ -61,6 +69,7 @@ class TorchOptimSVI:
         optim_factory: Callable[[list[torch.Tensor]], torch.optim.Optimizer],
         loss: ELBO,
         capture: str = "auto",
+        steady_steps: int | None = None,
     ) -> None:
         if not hasattr(loss, "loss_and_grads"):
             raise DVAEInputError(
@@ -70,7 +79,7 @@ class TorchOptimSVI:
             raise DVAEInputError(
                 f"capture must be one of {', '.join(CAPTURE_MODES)}, got {capture!r}"
             )
-        if capture == "on" and not supports_capture(loss):
+        if capture in ("on", "compiled") and not supports_capture(loss):
             raise DVAEInputError(
                 f"{type(loss).__name__} keeps state between steps, so its step cannot be "
                 "captured and replayed; use capture='auto' or 'off'"
@@ -79,7 +88,7 @@ class TorchOptimSVI:
         self.capture = capture
         replayable = type(self)._loss_and_grads is TorchOptimSVI._loss_and_grads
         self._captured = (
-            CapturedStep(loss, model, guide)
+            CapturedStep(loss, model, guide, compile=_compiles(capture, steady_steps))
             if capture != "off" and replayable and supports_capture(loss)
             else None
         )
@@ -216,3 +225,10 @@ class TorchOptimSVI:
                 f"optimizer state does not match the model's parameters ({e}); resume with the "
                 "configuration the state was saved with"
             ) from None
+
+
+def _compiles(capture: str, steady_steps: int | None) -> bool:
+    """Whether a captured graph is also compiled (``capture="auto"``: for long steady runs)."""
+    if capture == "auto":
+        return steady_steps is not None and steady_steps >= AUTO_COMPILE_STEPS
+    return capture == "compiled"

@@ -462,10 +462,32 @@ def _build(
         if ctx.rank > 0:  # independent sampling noise per rank; rank 0 keeps the usual stream
             pyro.set_rng_seed(config.seed + 7919 * ctx.rank)
     else:
-        if config.compile == "on" and not supports_capture(elbo):
+        if config.compile in ("on", "compiled") and not supports_capture(elbo):
             raise DVAEInputError(
                 f"estimator '{config.estimator}' keeps state between steps, so its step cannot "
                 "be captured and replayed; use compile='auto' or compile='off'"
             )
-        svi = TorchOptimSVI(model.model, model.guide, adam, elbo, capture=config.compile)
+        svi = TorchOptimSVI(
+            model.model,
+            model.guide,
+            adam,
+            elbo,
+            capture=config.compile,
+            steady_steps=_steady_steps(config, schedule, data.train.shape[0]),
+        )
     return model, elbo, schedule, svi
+
+
+def _steady_steps(config: TrainConfig, schedule: Any, num_train: int) -> int:
+    """The steps of the run after the temperature and the KL weight stopped changing: how
+    long a captured graph would be replayed (``compile='auto'`` compiles it if that is long)."""
+    total = _total_steps(config, num_train)
+    settled = config.kl_warmup
+    if config.schedule != "constant":  # the step at which tau reaches its floor
+        every = max(1, config.anneal_every)
+        floor = schedule(total)
+        settled = max(
+            settled,
+            next((s for s in range(0, total, every) if schedule(s) == floor), total),
+        )
+    return max(0, total - settled)

@@ -198,9 +198,11 @@ def test_stateful_estimators_are_not_captured():
 
 
 @pytest.mark.slow  # seconds of training or sampling: make test-fast skips it
-def test_a_resumed_run_takes_the_same_path_bit_for_bit():
+@pytest.mark.parametrize("capture", ["auto", "compiled"])
+def test_a_resumed_run_takes_the_same_path_bit_for_bit(capture):
     """Replayed and eager steps agree only to rounding; the capture state in the optimizer's
-    state dict makes a resumed run replay (or capture) where the uninterrupted one did."""
+    state dict makes a resumed run replay (or capture) where the uninterrupted one did, and
+    with compiling, replay compiled code from its first step if the other run did."""
     batches = [data()] * 7
 
     def run(stop_at=None):
@@ -208,7 +210,11 @@ def test_a_resumed_run_takes_the_same_path_bit_for_bit():
         torch.manual_seed(0)
         net = UserModel()
         svi = TorchOptimSVI(
-            net.model, net.guide, lambda ps: torch.optim.Adam(ps, lr=0.01), ELBOS["reinmax"]()
+            net.model,
+            net.guide,
+            lambda ps: torch.optim.Adam(ps, lr=0.01),
+            ELBOS["reinmax"](),
+            capture=capture,
         )
         torch.manual_seed(1)
         for i, x in enumerate(batches):
@@ -229,16 +235,20 @@ def test_a_resumed_run_takes_the_same_path_bit_for_bit():
                     net.guide,
                     lambda ps: torch.optim.Adam(ps, lr=0.01),
                     ELBOS["reinmax"](),
+                    capture=capture,
                 )
                 svi.load_state_dict(state)
                 torch.random.set_rng_state(rng)
             svi.step(x)
+        if capture == "compiled":
+            assert svi._captured.num_compiled_replays >= 2
         return {k: v.detach().clone() for k, v in pyro.get_param_store().items()}
 
     straight = run()
-    resumed = run(stop_at=4)
-    for k in straight:
-        assert torch.equal(straight[k], resumed[k]), k
+    for stop_at in (2, 4):  # the step after the capture, a later step
+        resumed = run(stop_at=stop_at)
+        for k in straight:
+            assert torch.equal(straight[k], resumed[k]), (stop_at, k)
 
 
 def test_settings_that_change_every_other_step_fall_back_to_eager():
@@ -254,3 +264,131 @@ def test_settings_that_change_every_other_step_fall_back_to_eager():
     assert not replayed[2]._captured.enabled
     assert replayed[2]._captured.num_graphs == 4
     assert eager[0][:2] == replayed[0][:2]
+
+
+# ------------------------------------------------------------------ compiled replay ---------
+
+
+def compiled_svi(elbo="gumbel-relaxed", capture="compiled"):
+    pyro.clear_param_store()
+    torch.manual_seed(0)
+    net = UserModel()
+    return TorchOptimSVI(
+        net.model, net.guide, lambda ps: torch.optim.Adam(ps, lr=0.01), ELBOS[elbo](), capture
+    )
+
+
+@pytest.mark.slow  # compiles a graph with inductor (~10 s on a loaded 2-core machine)
+def test_compiled_replay_matches_eager_and_draws_fresh_noise():
+    """capture="compiled": the same training as eager steps to float32 rounding (inductor sums
+    in another order), every replay after the capture compiled; two compiled replays draw
+    different noise, and the same generator state gives the same numbers, bit for bit."""
+    batches = [data()] * 8
+    eager = trajectory(UserModel, ELBOS["gumbel-relaxed"], "off", batches)
+    compiled = trajectory(UserModel, ELBOS["gumbel-relaxed"], "compiled", batches)
+    captured = compiled[2]._captured
+    assert captured.num_graphs == 1 and captured.num_compiled_replays == 5  # steps 4-8
+    assert compiled[0][:3] == eager[0][:3]  # eager twice, then the capture: bit for bit
+    torch.testing.assert_close(compiled[0], eager[0], rtol=1e-5, atol=0)
+    for k in eager[1]:
+        torch.testing.assert_close(compiled[1][k], eager[1][k], rtol=1e-5, atol=1e-6, msg=k)
+
+    svi, x = compiled[2], batches[0]
+
+    def loss_and_grads():
+        loss = svi.compute_grads(x)
+        grads = [p.grad.clone() for p in svi.parameters().values()]
+        svi.zero_grad()
+        return loss, grads
+
+    state = torch.random.get_rng_state()
+    first, second = loss_and_grads(), loss_and_grads()
+    assert first[0] != second[0]  # fresh Gumbel noise each replay
+    torch.random.set_rng_state(state)
+    again = loss_and_grads()
+    assert again[0] == first[0]
+    assert all(torch.equal(a, b) for a, b in zip(again[1], first[1]))
+    assert captured.num_compiled_replays == 8
+
+
+def test_a_graph_that_fails_to_compile_is_replayed_uncompiled(monkeypatch):
+    import torch._inductor.compile_fx as inductor
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no C++ compiler\nmore detail")
+
+    monkeypatch.setattr(inductor, "compile_fx", broken)
+    batches = [data()] * 6
+    plain = trajectory(UserModel, ELBOS["gumbel-analytic"], "on", batches)
+    with pytest.warns(UserWarning, match=r"compiled replay is off \(RuntimeError: no C\+\+ comp"):
+        fallback = trajectory(UserModel, ELBOS["gumbel-analytic"], "compiled", batches)
+    assert fallback[0] == plain[0]  # the plain replay, bit for bit
+    captured = fallback[2]._captured
+    assert captured.num_replays == 3 and captured.num_compiled_replays == 0  # steps 4-6
+    assert captured.enabled and not captured.compile
+
+
+def test_a_compiled_replay_that_disagrees_with_eager_is_dropped(monkeypatch):
+    """The first compiled replay is checked against an eager step on the same noise; a
+    difference beyond the compiled tolerances drops compiling (the eager result is used) and
+    training goes on with the checked plain replay."""
+    import torch._inductor.compile_fx as inductor
+
+    def off_by_a_little(graph, example_inputs, **kwargs):
+        def run(*tensors):
+            outputs = graph(*tensors)
+            return [outputs[0]] + [g * (1 + 1e-2) for g in outputs[1:]]
+
+        return run
+
+    monkeypatch.setattr(inductor, "compile_fx", off_by_a_little)
+    batches = [data()] * 6
+    eager = trajectory(UserModel, ELBOS["gumbel-analytic"], "off", batches)
+    with pytest.warns(UserWarning, match="compiled step differed from the eager one"):
+        dropped = trajectory(UserModel, ELBOS["gumbel-analytic"], "compiled", batches)
+    assert_same(eager, dropped)
+    captured = dropped[2]._captured
+    assert captured.enabled and not captured.compile and captured.num_compiled_replays == 0
+    assert captured.num_replays == 2  # steps 5-6 (step 4 was the rejected compiled one)
+
+
+def test_compiled_mode_is_a_capture_mode():
+    with pytest.raises(DVAEInputError, match="cannot be captured"):
+        TorchOptimSVI(
+            lambda x: None,
+            lambda x: None,
+            torch.optim.Adam,
+            ScoreFunctionELBO(),
+            capture="compiled",
+        )
+    assert compiled_svi()._captured.compile
+    assert not compiled_svi(capture="auto")._captured.compile
+
+
+def test_auto_compiles_only_long_steady_runs():
+    """capture="auto" compiles when at least AUTO_COMPILE_STEPS steps share the graph's
+    settings; the trainer counts the steps after the temperature and KL weight settle."""
+    from pyro_dvae.infer.captured_step import AUTO_COMPILE_STEPS
+    from pyro_dvae.training import TrainConfig
+    from pyro_dvae.training.trainer import _make_schedule, _steady_steps
+
+    def compiles(capture, steady_steps):
+        net = UserModel()
+        svi = TorchOptimSVI(
+            net.model, net.guide, torch.optim.Adam, Trace_ELBO(), capture, steady_steps
+        )
+        return svi._captured is not None and svi._captured.compile
+
+    assert compiles("auto", AUTO_COMPILE_STEPS)
+    assert not compiles("auto", AUTO_COMPILE_STEPS - 1)
+    assert not compiles("auto", None)
+    assert not compiles("on", 10**6) and not compiles("off", 10**6)
+
+    def steady(**kw):
+        config = TrainConfig(**kw)
+        return _steady_steps(config, _make_schedule(config), 60_000)
+
+    assert steady() == 60_000  # MNIST, batch 100, 100 epochs: compiled under auto
+    assert steady(epochs=10, kl_warmup=5000) == 1000
+    # tau = 1 * exp(-3e-5 t) reaches 0.5 after 23,105 steps: updated at 24,000
+    assert steady(schedule="exponential", anneal_rate=3e-5) == 36_000

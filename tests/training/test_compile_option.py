@@ -41,3 +41,15 @@ def test_estimators_with_state_are_not_captured():
 def test_unknown_compile_mode_is_refused():
     with pytest.raises(DVAEInputError, match="unknown compile 'fast'"):
         tiny(compile="fast").validate()
+
+
+def test_compiled_mode_and_auto_compiling_long_runs():
+    assert Trainer(tiny(compile="compiled"), load_digits()).svi._captured.compile
+    assert not Trainer(tiny(), load_digits()).svi._captured.compile  # 5 steps: not worth it
+    long_run = tiny(max_steps=None, epochs=20_000)  # >= 20,000 steps at one temperature
+    assert Trainer(long_run, load_digits()).svi._captured.compile
+    assert not Trainer(
+        tiny(max_steps=None, epochs=20_000, compile="on"), load_digits()
+    ).svi._captured.compile
+    with pytest.raises(DVAEInputError, match="compile='auto'"):
+        Trainer(tiny(estimator="score-function", compile="compiled"), load_digits())
