@@ -356,6 +356,7 @@ class CapturedStep:
         if not same and compiled:  # drop compiling; the plain replay may still be exact
             self.compile = False
             self._compiled.clear()
+            self._checked.clear()  # the plain replays were never checked: check each first
             warnings.warn(
                 "compiled replay is off: a compiled step differed from the eager one beyond "
                 f"rtol={COMPILED_RTOL}, atol={COMPILED_ATOL}; replaying uncompiled",
