@@ -82,3 +82,17 @@ def test_run_config_errors_name_the_spec():
     run_cfg = cfg.train_config(parse_spec("nvil:lr=0.01"), seed=4, steps_per_epoch=14)
     assert (run_cfg.lr, run_cfg.seed, run_cfg.max_steps) == (0.01, 4, cfg.steps)
     assert run_cfg.epochs * 14 >= cfg.steps
+
+
+def test_default_estimators_are_valid_runs_and_include_issue_22s():
+    """Every default spec builds a valid run on the default digits recipe, and the default set
+    holds one member of each estimator family added for issue 22 (rebar through relax)."""
+    from pyro_dvae.comparison import DEFAULT_ESTIMATORS, parse_specs
+
+    cfg = CompareConfig()
+    specs = parse_specs(",".join(DEFAULT_ESTIMATORS))
+    assert [s.label for s in specs] == list(DEFAULT_ESTIMATORS)
+    for spec in specs:
+        cfg.train_config(spec, seed=0)
+    names = {s.estimator for s in specs}
+    assert {"rloo", "disarm", "gst", "relax", "unordered-set"} <= names
