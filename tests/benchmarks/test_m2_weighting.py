@@ -58,7 +58,7 @@ def test_label_shift_translates_each_image_within_the_bound(m2_module):
     images[:, 10:15, 12:14] = torch.arange(1.0, 201.0)[:, None, None]  # a block away from the edge
     x = images.reshape(200, -1)
     g = torch.Generator().manual_seed(0)
-    shifted = m2_module.random_shift(x, 2, g).reshape(200, 28, 28)
+    shifted = m2_module.random_translate(x, 2, generator=g).reshape(200, 28, 28)  # the package's
     offsets = set()
     for before, after in zip(images, shifted):
         r, c = (after.nonzero().min(0).values - before.nonzero().min(0).values).tolist()
@@ -66,7 +66,7 @@ def test_label_shift_translates_each_image_within_the_bound(m2_module):
         assert torch.equal(after, torch.roll(before, (r, c), (0, 1)))  # the same image, moved
         offsets.add((r, c))
     assert len(offsets) == 25  # every offset in [-2, 2]^2 is drawn
-    assert torch.equal(m2_module.random_shift(x, 0, g), x)
+    assert torch.equal(m2_module.random_translate(x, 0, generator=g), x)
 
 
 def test_label_shift_needs_mnist(m2_module):
