@@ -75,6 +75,7 @@ class SemiSupervisedConfig:
     batch_size: int = _opt(100, "images per step")
     labelled_every: int = _opt(1, "labelled batch every N steps")
     lr: float = _opt(1e-3, "Adam learning rate")
+    lr_decay: float = _opt(1.0, "learning rate factor per epoch")
     z_dim: int = _opt(50, "dimension of the style z")
     hidden: tuple[int, ...] = _opt((500,), "hidden widths", type=hidden_sizes, metavar="H,H")
     alpha: float = _opt(200.0, "weight of log q(y|x) per label")
@@ -110,6 +111,8 @@ class SemiSupervisedConfig:
         for name in ("epochs", "batch_size", "labelled_every", "z_dim"):
             if int(getattr(self, name)) < 1:
                 raise DVAEInputError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0 < self.lr_decay <= 1:
+            raise DVAEInputError(f"lr_decay must be in (0, 1], got {self.lr_decay}")
         if not self.lr > 0 or not self.temperature > 0 or self.alpha < 0:
             raise DVAEInputError(
                 f"lr and temperature must be > 0 and alpha >= 0, got lr={self.lr}, "
@@ -250,6 +253,8 @@ def train_semisupervised(
             bar.update(1)
         bar.close()
         seconds = time.perf_counter() - t0
+        for group in svi.optimizer.param_groups if config.lr_decay != 1.0 else ():
+            group["lr"] *= config.lr_decay
         accuracy = m2.accuracy(x_test, data.test_labels)
         history.append(
             {"epoch": epoch, "train_loss": total / n, "test_accuracy": accuracy, "seconds": seconds}

@@ -33,6 +33,7 @@ SMALL = dict(hidden=(64,), z_dim=8, batch_size=100)
         ({"consistency_weight": -1.0}, "consistency_weight must be >= 0"),
         ({"classifier_dropout": 1.0}, "classifier_dropout in \\[0, 1\\)"),
         ({"labelled_weight": 0.0}, "labelled_weight must be > 0"),
+        ({"lr_decay": 1.5}, "lr_decay must be in \\(0, 1\\]"),
         ({"consistency_threshold": 1.0}, "consistency_threshold must be in \\[0, 1\\)"),
         ({"intensities": True}, "pass dataset='mnist' or intensities=False"),
     ],
@@ -90,9 +91,10 @@ def test_recipe_options_reach_the_model_and_the_labelled_batches(monkeypatch):
 
     seen = {}
     cfg = SemiSupervisedConfig(
-        labels=20, epochs=1, hidden=(8,), z_dim=2, batch_size=50, labelled_weight=0.3,
+        labels=20, hidden=(8,), z_dim=2, batch_size=50, labelled_weight=0.3,
         label_shift=1, consistency_weight=2.0, consistency_shift=1, adversarial_epsilon=0.5,
-        batch_norm=True, classifier_dropout=0.1, consistency_threshold=0.9,
+        batch_norm=True, classifier_dropout=0.1, consistency_threshold=0.9, epochs=2,
+        lr=1e-3, lr_decay=0.5,
     )  # fmt: skip
     real_model = module._model
 
@@ -101,12 +103,14 @@ def test_recipe_options_reach_the_model_and_the_labelled_batches(monkeypatch):
         real_step = module.TorchOptimSVI.step
 
         def step(self, x, y=None, scale=1.0):
+            if self.optimizer is not None:
+                seen["svi"].append(self.optimizer.param_groups[0]["lr"])
             if y is not None:
                 seen.setdefault("labelled", []).append((x.clone(), scale))
             return real_step(self, x, y, scale=scale)
 
         monkeypatch.setattr(module.TorchOptimSVI, "step", step)
-        seen["model"], seen["data"] = m2, data
+        seen["model"], seen["data"], seen["svi"] = m2, data, []
         return m2
 
     monkeypatch.setattr(module, "_model", spy_model)
@@ -116,6 +120,7 @@ def test_recipe_options_reach_the_model_and_the_labelled_batches(monkeypatch):
     assert m2.input_dropout.p == 0.1
     assert (m2.consistency_weight, m2.adversarial_epsilon) == (2.0, 0.5)
     assert m2.consistency_threshold == 0.9
+    assert set(seen["svi"]) == {1e-3, 5e-4}  # epoch 2 at lr * lr_decay
     assert m2.augment.keywords == {"max_shift": 1, "image_shape": (8, 8)}
     x, scale = seen["labelled"][0]
     assert scale == 0.3
