@@ -178,6 +178,48 @@ def compiled_vs_eager(svi: TorchOptimSVI, x: torch.Tensor) -> str:
     )
 
 
+def time_interleaved(steps: dict, args: argparse.Namespace) -> tuple[dict, dict]:
+    """Warm every variant up (compilation included, timed apart), then time ``args.rounds``
+    rounds in which each variant runs ``args.steps`` steps in turn: ms/step per round."""
+    times: dict[str, list[float]] = {k: [] for k in steps}
+    warmup = {}
+    for name, fn in steps.items():  # warm-up (and compilation)
+        t0 = time.perf_counter()
+        for _ in range(args.warmup):
+            fn()
+        warmup[name] = time.perf_counter() - t0
+    for _ in range(args.rounds):
+        for name, fn in steps.items():
+            t0 = time.perf_counter()
+            for _ in range(args.steps):
+                fn()
+            times[name].append((time.perf_counter() - t0) / args.steps * 1e3)
+    return times, warmup
+
+
+def report(times: dict, warmup: dict, args: argparse.Namespace, dim: int, hidden) -> dict:
+    """Print the median ms/step of each variant and its ratio to the hand-written loop."""
+    med = {k: statistics.median(v) for k, v in times.items()}
+    print(
+        f"batch {args.batch_size}, data dim {dim}, hidden {hidden}, latent {args.latent}, "
+        f"kl={args.kl}, tau={args.temperature}, threads={torch.get_num_threads()}, "
+        f"{args.rounds} rounds x {args.steps} steps"
+    )
+    for k, v in med.items():
+        print(f"{k:12s} {v:8.2f} ms/step  (min {min(times[k]):.2f}, max {max(times[k]):.2f})")
+    if "pyro" in med:
+        print(f"pyro/handwritten = {med['pyro'] / med['handwritten']:.3f}")
+    for name in ("ours-eager", "ours-compiled", "handwritten-compiled"):
+        if name in med:
+            print(f"{name}/handwritten = {med[name] / med['handwritten']:.3f}")
+    for name in ("ours-compiled", "handwritten-compiled"):
+        if name in warmup:
+            print(
+                f"{name}: {args.warmup} warm-up steps, compilation included: {warmup[name]:.1f} s"
+            )
+    return med
+
+
 def main(args: argparse.Namespace) -> float:
     torch.set_num_threads(args.threads)
     pyro.enable_validation(False)
@@ -223,37 +265,8 @@ def main(args: argparse.Namespace) -> float:
         steps["handwritten-compiled"] = lambda: compiled.step(x)
     if args.kl != "relaxed":
         del steps["pyro"]  # plain Pyro has no analytic-KL counterpart without hand-written code
-    times: dict[str, list[float]] = {k: [] for k in steps}
-    warmup = {}
-    for name, fn in steps.items():  # warm-up (and compilation)
-        t0 = time.perf_counter()
-        for _ in range(args.warmup):
-            fn()
-        warmup[name] = time.perf_counter() - t0
-    for _ in range(args.rounds):
-        for name, fn in steps.items():
-            t0 = time.perf_counter()
-            for _ in range(args.steps):
-                fn()
-            times[name].append((time.perf_counter() - t0) / args.steps * 1e3)
-    med = {k: statistics.median(v) for k, v in times.items()}
-    print(
-        f"batch {args.batch_size}, data dim {dim}, hidden {hidden}, latent {args.latent}, "
-        f"kl={args.kl}, tau={args.temperature}, threads={torch.get_num_threads()}, "
-        f"{args.rounds} rounds x {args.steps} steps"
-    )
-    for k, v in med.items():
-        print(f"{k:12s} {v:8.2f} ms/step  (min {min(times[k]):.2f}, max {max(times[k]):.2f})")
-    if "pyro" in med:
-        print(f"pyro/handwritten = {med['pyro'] / med['handwritten']:.3f}")
-    for name in ("ours-eager", "ours-compiled", "handwritten-compiled"):
-        if name in med:
-            print(f"{name}/handwritten = {med[name] / med['handwritten']:.3f}")
-    for name in ("ours-compiled", "handwritten-compiled"):
-        if name in warmup:
-            print(
-                f"{name}: {args.warmup} warm-up steps, compilation included: {warmup[name]:.1f} s"
-            )
+    times, warmup = time_interleaved(steps, args)
+    med = report(times, warmup, args, dim, hidden)
     if "ours-compiled" in svis:
         print(compiled_vs_eager(svis["ours-compiled"], x))
     if args.capture_pairs:
