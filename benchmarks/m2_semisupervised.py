@@ -45,6 +45,7 @@ from torch import nn
 from pyro_dvae.data import random_translate
 from pyro_dvae.infer import EnumeratedELBO, GumbelSoftmaxELBO, TorchOptimSVI
 from pyro_dvae.models import SemiSupervisedVAE
+from pyro_dvae.training import pick_labelled
 
 ESTIMATORS = ("enumerate", "gumbel", "st")
 BASELINES = ("labels-only",)
@@ -56,19 +57,6 @@ def make_elbo(name: str, temperature: float):
     return GumbelSoftmaxELBO(
         temperature=temperature, kl="analytic", straight_through=name == "st", max_plate_nesting=1
     )
-
-
-def pick_labelled(labels: torch.Tensor, per_class: int, seed: int | None) -> torch.Tensor:
-    """Indices of ``per_class`` training images of each of the 10 digits: the first ones
-    (``seed`` None) or a random draw with ``torch.Generator().manual_seed(seed)``."""
-    g = None if seed is None else torch.Generator().manual_seed(seed)
-    picked = []
-    for c in range(10):
-        index = torch.nonzero(labels == c).flatten()
-        if g is not None:
-            index = index[torch.randperm(len(index), generator=g)]
-        picked.append(index[:per_class])
-    return torch.cat(picked)
 
 
 def load(args: argparse.Namespace):

@@ -34,9 +34,12 @@ __all__ = [
 DATASET_NAMES = ("digits", "mnist", "synthetic")
 
 
-def load_dataset(name: str, data_dir: str | Path | None = None) -> BinaryDataset:
+def load_dataset(
+    name: str, data_dir: str | Path | None = None, binarize: bool = True
+) -> BinaryDataset:
     """Load a dataset by name: ``"digits"`` (embedded), ``"mnist"`` (needs ``data_dir``) or
-    ``"synthetic"`` (default :func:`make_synthetic`). ``data_dir`` is ignored except for MNIST.
+    ``"synthetic"`` (default :func:`make_synthetic`). ``data_dir`` is ignored except for MNIST;
+    ``binarize=False`` keeps MNIST's grey levels in ``[0, 1]`` (the other datasets are binary).
 
     Example:
         >>> load_dataset("synthetic").true_model is not None
@@ -48,6 +51,11 @@ def load_dataset(name: str, data_dir: str | Path | None = None) -> BinaryDataset
 synthetic
     """
     key = str(name).strip().lower()
+    if not binarize and key != "mnist":
+        raise DVAEInputError(
+            f"binarize=False keeps MNIST's grey levels, but dataset {name!r} is binary; pass "
+            "binarize=True or use mnist"
+        )
     if key == "digits":
         return load_digits()
     if key == "synthetic":
@@ -59,5 +67,5 @@ synthetic
                 "(train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz], "
                 "t10k-images-idx3-ubyte[.gz], t10k-labels-idx1-ubyte[.gz])"
             )
-        return load_mnist(data_dir)
+        return load_mnist(data_dir, binarize=binarize)
     raise DVAEInputError(f"unknown dataset {name!r}; choose one of {', '.join(DATASET_NAMES)}")

@@ -104,7 +104,7 @@ class ExactSumELBO(ELBO):
 
     def _loss_terms(self, model, guide, args, kwargs) -> Iterator[LossTerm]:
         """The loss in pieces, each block's built only when the previous one is consumed."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must yield its loss terms")
 
     def _get_trace(self, model, guide, args, kwargs):
         raise NotImplementedError(

@@ -28,7 +28,7 @@ import pyro
 import torch
 from torch import nn
 
-from ..data import BinaryDataset, load_dataset, load_mnist, random_translate
+from ..data import BinaryDataset, load_dataset, random_translate
 from ..errors import DVAEInputError
 from ..infer import EnumeratedELBO, GumbelSoftmaxELBO, TorchOptimSVI
 from ..models import SemiSupervisedVAE
@@ -253,8 +253,9 @@ def train_semisupervised(
             bar.update(1)
         bar.close()
         seconds = time.perf_counter() - t0
-        for group in svi.optimizer.param_groups if config.lr_decay != 1.0 else ():
-            group["lr"] *= config.lr_decay
+        if config.lr_decay != 1.0:
+            for group in svi.optimizer.param_groups:
+                group["lr"] *= config.lr_decay
         accuracy = m2.accuracy(x_test, data.test_labels)
         history.append(
             {"epoch": epoch, "train_loss": total / n, "test_accuracy": accuracy, "seconds": seconds}
@@ -268,12 +269,7 @@ def train_semisupervised(
 
 def _load(config: SemiSupervisedConfig) -> BinaryDataset:
     """The dataset, checked for what the configuration needs (labels, image shape)."""
-    if config.intensities:
-        if config.data_dir is None:
-            raise DVAEInputError("dataset 'mnist' needs data_dir, the folder of the IDX files")
-        data = load_mnist(config.data_dir, binarize=False)
-    else:
-        data = load_dataset(config.dataset, config.data_dir)
+    data = load_dataset(config.dataset, config.data_dir, binarize=not config.intensities)
     if data.train_labels is None or data.test_labels is None:
         raise DVAEInputError(f"dataset {data.name!r} has no labels; use digits or mnist")
     shifts = {"label_shift": config.label_shift, "consistency_shift": config.consistency_shift}

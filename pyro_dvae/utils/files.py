@@ -115,17 +115,22 @@ def atomic_write(
         os.replace(tmp_name, path)
     except OSError as e:
         _unlink(tmp_name)
-        raise DVAEWriteError(
-            f"could not write {what} {path} ({_reason(e)}); the previous file, if any, is kept",
-            path=path,
-            reason=_reason(e),
-            what=what,
-        ) from None
+        raise _replace_error(path, what, e) from None
     except BaseException:
         _unlink(tmp_name)
         raise
     _fsync_dir(path.parent)
     return path
+
+
+def _replace_error(path: Path, what: str, error: OSError) -> DVAEWriteError:
+    """The one-line error of a failed write-then-rename of ``path``."""
+    return DVAEWriteError(
+        f"could not write {what} {path} ({_reason(error)}); the previous file, if any, is kept",
+        path=path,
+        reason=_reason(error),
+        what=what,
+    )
 
 
 def _unlink(name: str | None) -> None:
@@ -199,12 +204,7 @@ def atomic_path(path: str | os.PathLike, *, what: str = "file") -> Iterator[Path
         os.replace(tmp, path)
     except OSError as e:
         _unlink(str(tmp))
-        raise DVAEWriteError(
-            f"could not write {what} {path} ({_reason(e)}); the previous file, if any, is kept",
-            path=path,
-            reason=_reason(e),
-            what=what,
-        ) from None
+        raise _replace_error(path, what, e) from None
     except BaseException:
         _unlink(str(tmp))
         raise

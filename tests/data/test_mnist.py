@@ -213,6 +213,14 @@ def test_load_mnist_intensities_are_the_grey_levels_over_255(tmp_path):
     assert torch.equal(ds.train_labels, load_mnist(tmp_path).train_labels)
 
 
+def test_load_dataset_passes_binarize_to_mnist_and_refuses_it_elsewhere(tmp_path):
+    make_fake_mnist(tmp_path)
+    grey = load_dataset("mnist", tmp_path, binarize=False)
+    assert torch.equal(grey.train, load_mnist(tmp_path, binarize=False).train)
+    with pytest.raises(DVAEInputError, match="dataset 'digits' is binary; pass binarize=True"):
+        load_dataset("digits", binarize=False)
+
+
 def test_load_mnist_dotted_names_and_load_dataset(tmp_path):
     make_fake_mnist(tmp_path, dotted=True, gz_keys=("test_images",))
     ds = load_dataset("mnist", data_dir=str(tmp_path))
