@@ -31,9 +31,9 @@ def test_is_terminal():
 def test_progress_bar_draws_only_on_an_enabled_terminal(stream, enabled, draws):
     out = stream()
     bar = progress_bar(enabled=enabled, total=4, file=out, desc="epoch 1")
+    assert bar.disable is not draws  # (tqdm sets disable on close)
     for _ in range(4):
         bar.update(1)
     bar.close()
-    assert bar.disable is not draws
     assert ("epoch 1" in out.getvalue()) is draws
     assert out.getvalue() == "" or draws  # nothing at all written when not drawn
