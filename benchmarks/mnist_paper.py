@@ -49,6 +49,8 @@ CONFIGS: dict[str, tuple[dict, str, float | None]] = {
     "cat-rloo": ({"latent": "20x10", "estimator": "rloo", "num_particles": 4}, "nelbo", None),
     "cat-disarm": ({"latent": "20x10", "estimator": "disarm"}, "nelbo", None),
     "bern-rloo": ({"latent": "200b", "estimator": "rloo", "num_particles": 4}, "nelbo", None),
+    "cat-gst": ({"latent": "20x10", "estimator": "gst", **ANNEAL}, "nelbo", None),
+    "bern-gst": ({"latent": "200b", "estimator": "gst", **ANNEAL}, "nll", 98.4),
     # ARM's Table 2a (arXiv:1807.11143): 200 Bernoulli, nonlinear, test NLL 98.4
     "bern-disarm": ({"latent": "200b", "estimator": "disarm"}, "nll", 98.4),
     "bern-concrete-nll": (

@@ -7,6 +7,8 @@
 - ``kl=analytic|relaxed``: the KL term of ``gumbel-softmax`` (``st-gumbel``: ``analytic`` only);
 - ``particles=P``: samples per datum per step (every sampling estimator; ``vimco`` needs >= 2);
 - ``samples=M``: conditional Gumbel samples of ``gumbel-rao``;
+- ``categorical=stick-breaking|loo``: how ``disarm`` treats categorical sites (stick-breaking
+  DisARM, or two independent samples with a leave-one-out baseline);
 - ``lr=LR``: a learning rate for this estimator only (default: the comparison's).
 
 A list of specs is comma separated: ``exact,gumbel-softmax:tau=0.5,nvil``. Options not given
@@ -20,7 +22,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from ..errors import DVAEInputError
-from ..infer import KL_CHOICES, estimator_names, get_estimator
+from ..infer import DISARM_CATEGORICAL, KL_CHOICES, estimator_names, get_estimator
 
 __all__ = ["SPEC_OPTIONS", "EstimatorSpec", "parse_spec", "parse_specs"]
 
@@ -31,14 +33,22 @@ SPEC_OPTIONS: dict[str, tuple[str, tuple[str, ...], str]] = {
     "kl": ("kl", estimator_names(option="kl"), "analytic"),
     "particles": ("particles", estimator_names(option="num_particles"), "4"),
     "samples": ("gumbel_rao_samples", estimator_names(option="gumbel_rao_samples"), "10"),
+    "categorical": (
+        "disarm_categorical",
+        estimator_names(option="disarm_categorical"),
+        "loo",
+    ),
     "lr": ("lr", estimator_names(), "1e-3"),
 }
 _ALIASES = {"temperature": "tau", "t": "tau"}
+#: options that take one of a few words rather than a number
+_WORDS = {"kl": KL_CHOICES, "categorical": DISARM_CATEGORICAL}
 _TRAIN_FIELDS = {  # EstimatorSpec field -> TrainConfig field
     "temperature": "temperature",
     "kl": "kl",
     "particles": "num_particles",
     "gumbel_rao_samples": "gumbel_rao_samples",
+    "disarm_categorical": "disarm_categorical",
     "lr": "lr",
 }
 
@@ -62,6 +72,7 @@ class EstimatorSpec:
     kl: str | None = None
     particles: int | None = None
     gumbel_rao_samples: int | None = None
+    disarm_categorical: str | None = None
     lr: float | None = None
 
     @property
@@ -155,10 +166,11 @@ def parse_spec(text: str) -> EstimatorSpec:
             )
         if attr in values:
             raise DVAEInputError(f"option {key} is given twice in estimator spec {spec!r}")
-        if key == "kl":
-            if raw.lower() not in KL_CHOICES:
+        if key in _WORDS:
+            if raw.lower() not in _WORDS[key]:
                 raise DVAEInputError(
-                    f"option kl in estimator spec {spec!r} must be analytic or relaxed, got {raw!r}"
+                    f"option {key} in estimator spec {spec!r} must be "
+                    f"{' or '.join(_WORDS[key])}, got {raw!r}"
                 )
             values[attr] = raw.lower()
         else:

@@ -112,7 +112,7 @@ register_estimator(
 register_estimator(
     "disarm",
     DisARMELBO,
-    options=_SAMPLING,
+    options={"disarm_categorical": "categorical"} | {o: o for o in _SAMPLING},
     summary="antithetic Bernoulli / stick-breaking categorical pairs (Dong et al. 2020, 2021); "
     "num_particles = pairs",
 )
@@ -168,6 +168,7 @@ def build_elbo(
     max_configurations: int | None = None,
     chunk_size: int | None = None,
     gumbel_rao_samples: int = OPTIONS["gumbel_rao_samples"],
+    disarm_categorical: str = OPTIONS["disarm_categorical"],
     max_plate_nesting: int | None = None,
 ) -> ELBO:
     """The Pyro ELBO object for a registered estimator (:mod:`pyro_dvae.infer.registry`).
@@ -183,8 +184,8 @@ def build_elbo(
     - ``nvil``: with a learned, input-dependent neural baseline;
     - ``vimco``: :class:`VIMCOELBO` with ``max(2, num_particles)`` particles;
     - ``rloo``: :class:`RLOOELBO` (leave-one-out baselines) with ``max(2, num_particles)``;
-    - ``disarm``: :class:`DisARMELBO` with ``num_particles`` antithetic pairs (categorical sites:
-      stick-breaking DisARM);
+    - ``disarm``: :class:`DisARMELBO` with ``num_particles`` antithetic pairs; categorical sites
+      by ``disarm_categorical`` (``stick-breaking`` DisARM or the two-sample ``loo`` fallback);
     - ``gst``: :class:`GSTELBO` (gapped straight-through at ``temperature``);
     - ``rebar``, ``relax``: :class:`RELAXELBO` with REBAR's or RELAX's control variate;
     - ``unordered-set``: :class:`UnorderedSetELBO` with ``max(2, num_particles)`` codes per datum
@@ -209,5 +210,6 @@ hard one-hot sample has zero density under the relaxed (Concrete) prior; use kl=
         max_configurations=max_configurations,
         chunk_size=chunk_size,
         gumbel_rao_samples=gumbel_rao_samples,
+        disarm_categorical=disarm_categorical,
         max_plate_nesting=max_plate_nesting,
     )

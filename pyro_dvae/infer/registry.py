@@ -63,6 +63,7 @@ OPTIONS: dict[str, Any] = {
     "kl": "analytic",
     "num_particles": 1,
     "gumbel_rao_samples": 10,
+    "disarm_categorical": "stick-breaking",
     "max_configurations": None,  # None: the ELBO's own default
     "chunk_size": None,
     "max_plate_nesting": None,  # None: guessed by Pyro

@@ -19,7 +19,15 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from ..errors import DVAEInputError, LatentSpaceTooLargeError
-from ..infer import ESTIMATORS, KL_CHOICES, estimator_names, get_estimator
+from ..infer import (
+    DISARM_CATEGORICAL,
+    ESTIMATORS,
+    EXACT_ESTIMATORS,
+    KL_CHOICES,
+    RELAXED_ESTIMATORS,
+    estimator_names,
+    get_estimator,
+)
 from ..infer.captured_step import CAPTURE_MODES
 from ..latent import LatentSpec
 from ..models.discrete_vae import LIKELIHOODS, PRIORS
@@ -69,9 +77,10 @@ class TrainConfig:
     latent: str = _opt("4x8", "'NxK' categorical groups (e.g. 4x8) or 'Nb' Bernoulli", group=_DATA)
     estimator: str = _opt(
         "gumbel-softmax",
-        "gradient estimator for the discrete latents: relaxed (gumbel-softmax, st-gumbel, "
-        "gumbel-rao, reinmax), exact sums over every code (enumerate, exact) or score-function "
-        "family (the rest); see the estimators guide",
+        "gradient estimator for the discrete latents: relaxed "
+        f"({', '.join(RELAXED_ESTIMATORS)}), exact sums over every code "
+        f"({', '.join(EXACT_ESTIMATORS)}) or score-function family (the rest); see the "
+        "estimators guide",
         choices=lambda: ESTIMATORS,
         group=_EST,
     )
@@ -159,6 +168,13 @@ class TrainConfig:
     num_particles: int = _opt(1, "samples per datum per step", flag="--particles", group=_EST)
     gumbel_rao_samples: int = _opt(
         10, "conditional Gumbel samples of --estimator gumbel-rao", group=_EST
+    )
+    disarm_categorical: str = _opt(
+        "stick-breaking",
+        "categorical sites of --estimator disarm: stick-breaking DisARM (Dong et al. 2021) or "
+        "loo (two independent samples, leave-one-out baseline)",
+        choices=DISARM_CATEGORICAL,
+        group=_EST,
     )
     iwae_samples: int = _opt(
         1000, "importance samples per test datum of the IWAE bound on the NLL", group=_OUT

@@ -442,6 +442,7 @@ def _build(
         num_particles=config.num_particles,
         max_configurations=config.max_configurations,
         gumbel_rao_samples=config.gumbel_rao_samples,
+        disarm_categorical=config.disarm_categorical,
         max_plate_nesting=1,  # DiscreteVAE: one data plate
     )
     if getattr(elbo, "baseline", None) == "neural" and elbo.baseline_net is None:

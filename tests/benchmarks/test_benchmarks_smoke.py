@@ -20,6 +20,7 @@ SMOKE = {
     "bench_mixed_enumeration.py": ["--smoke", "--threads", "1"],
     "bench_structured_paired.py": ["--smoke", "--threads", "1"],
     "bench_sf_baseline.py": ["--smoke", "--threads", "1"],
+    "bench_estimators.py": ["--smoke", "--threads", "1"],
 }
 
 
@@ -45,6 +46,18 @@ def _run(name: str, *extra: str) -> str:
 def test_bench_step_last_line_is_the_ratio():
     last = _run("bench_step.py").strip().splitlines()[-1]
     assert re.fullmatch(r"ours/handwritten = \d+\.\d+", last), last
+
+
+@pytest.mark.slow  # a subprocess: .ci/run runs it, make test-fast skips it
+def test_bench_estimators_times_every_registered_estimator():
+    from pyro_dvae.infer import ESTIMATORS
+
+    text = _run("bench_estimators.py")
+    rows = [line.split("|") for line in text.splitlines() if line.startswith("| `")]
+    assert sorted(r[1].strip(" `") for r in rows) == sorted(ESTIMATORS), text
+    assert all(float(r[3]) > 0 for r in rows), text
+    reference = next(r for r in rows if r[1].strip(" `") == "gumbel-softmax")
+    assert reference[4].strip() == "1.00", text
 
 
 @pytest.fixture(scope="module")

@@ -20,6 +20,11 @@ from pyro_dvae.errors import DVAEInputError
         ("gumbel-rao:samples=5:t=2", "gumbel-rao:tau=2:samples=5", None),
         ("vimco:particles=4:lr=3e-3", "vimco:particles=4:lr=0.003", None),
         ("nvil:lr=1e-2", "nvil:lr=0.01", {"estimator": "nvil", "lr": 0.01}),
+        (
+            "disarm:categorical=LOO:particles=2",
+            "disarm:particles=2:categorical=loo",
+            {"estimator": "disarm", "num_particles": 2, "disarm_categorical": "loo"},
+        ),
     ],
 )
 def test_parse_valid_specs(text, label, overrides):
@@ -60,6 +65,8 @@ def test_overrides_map_to_train_config_fields():
         ("gumbel-rao:kl=analytic", "does not apply to estimator gumbel-rao"),
         ("nvil:samples=3", "does not apply to estimator nvil"),
         ("gumbel-softmax:kl=exact", "must be analytic or relaxed"),
+        ("disarm:categorical=tree", "must be stick-breaking or loo, got 'tree'"),
+        ("rloo:categorical=loo", "does not apply to estimator rloo"),
         ("gumbel-softmax:tau=1:tau=2", "given twice"),
         ("st-gumbel:kl=relaxed", "use st-gumbel:kl=analytic"),
     ],

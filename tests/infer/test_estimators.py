@@ -51,3 +51,7 @@ def test_options_reach_the_elbo():
     assert build_elbo("nvil").baseline == "neural"
     assert build_elbo("score-function-baseline").baseline == "decaying_average"
     assert build_elbo("gumbel-softmax", temperature=0.3).temperature == 0.3
+    assert build_elbo("disarm").categorical == "stick-breaking"
+    assert build_elbo("disarm", disarm_categorical="loo").categorical == "loo"
+    with pytest.raises(DVAEInputError, match="categorical must be one of"):
+        build_elbo("disarm", disarm_categorical="tree")

@@ -69,6 +69,7 @@ def test_default_config_is_valid():
             {"prior": "autoregressive", "latent": "8b", "estimator": "nvil", "kl": "relaxed"},
             "no relaxed .*counterpart; use kl='analytic'",
         ),
+        ({"disarm_categorical": "tree"}, "unknown disarm categorical 'tree'; choose one of"),
         ({"latent": "2000x1000"}, "2000000 units, over the limit of 1048576"),
         (
             {"latent": "10x100", "encoder_hidden": (100_000, 100_000)},

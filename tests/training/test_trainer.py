@@ -99,6 +99,14 @@ def test_cosine_lr_schedule_reaches_zero(monkeypatch):
     assert seen == pytest.approx(expected, abs=1e-12) and seen[-1] == 0.0
 
 
+@pytest.mark.parametrize("categorical", ["stick-breaking", "loo"])
+def test_disarm_categorical_reaches_the_elbo(categorical):
+    seen = []
+    cfg = tiny(max_steps=1, estimator="disarm", disarm_categorical=categorical)
+    train(cfg, progress=False, callback=lambda step, model, elbo: seen.append(elbo.categorical))
+    assert seen == [categorical]
+
+
 @pytest.mark.slow  # seconds of training or sampling: make test-fast skips it
 def test_weight_decay_shrinks_the_weights():
     def norm(cfg):
