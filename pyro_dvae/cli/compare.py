@@ -66,7 +66,8 @@ def register(sub: Any) -> None:
         "steps and seconds to a target NLL and gradient bias/variance against the exact gradient "
         "(mean and SD over seeds) in results.md, CSV and JSON files and PNG plots in --out. "
         "An estimator spec is NAME[:KEY=VALUE...] with keys tau, kl, particles, samples "
-        "(gumbel-rao) and lr, e.g. gumbel-softmax:tau=0.5:kl=analytic.",
+        "(gumbel-rao), categorical (disarm: stick-breaking or loo) and lr, e.g. "
+        "gumbel-softmax:tau=0.5:kl=analytic or disarm:categorical=loo.",
         formatter_class=HelpFormatter,
     )
     groups = {title: p.add_argument_group(title) for title in _GROUPS}
