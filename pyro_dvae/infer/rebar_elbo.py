@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from pyro.distributions import Independent
 from pyro.distributions.torch_distribution import ExpandedDistribution, MaskedDistribution
-from pyro.distributions.util import sum_rightmost
+from pyro.distributions.util import scale_and_mask, sum_rightmost
 from pyro.infer import ELBO
 from pyro.infer.enum import get_importance_trace
 from pyro.infer.util import is_validation_enabled, torch_item
@@ -321,10 +321,11 @@ class RELAXELBO(ELBO):
                         "relaxed log-density; REBAR/RELAX need Bernoulli or OneHotCategorical "
                         "latents in the model too: use rloo or disarm"
                     )
-            total = total + plates.reduce(_scale(lp, site), lead=0)
+            total = total + plates.reduce(scale_and_mask(lp, site["scale"], site["mask"]), lead=0)
         for name, value in values.items():
             site = guide_trace.nodes[name]
-            total = total - plates.reduce(_scale(linear_log_prob(site["fn"], value), site), lead=0)
+            lp = linear_log_prob(site["fn"], value)
+            total = total - plates.reduce(scale_and_mask(lp, site["scale"], site["mask"]), lead=0)
         return torch.as_tensor(total)
 
     def _codes(self, values: dict, plates: DataPlates) -> torch.Tensor:
@@ -438,12 +439,6 @@ class RELAXELBO(ELBO):
             "(a double backward pass) and have no single surrogate loss; use loss_and_grads "
             "(SVI, TorchOptimSVI) and no DistributedDataParallel"
         )
-
-
-def _scale(lp: torch.Tensor, site: dict) -> torch.Tensor:
-    if site["mask"] is not None:
-        lp = torch.where(site["mask"], lp, torch.zeros_like(lp))
-    return lp * site["scale"]
 
 
 def _or_zero(grad: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
