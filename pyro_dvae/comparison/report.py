@@ -65,13 +65,19 @@ def format_markdown(result: dict[str, Any]) -> str:
         >>> text.startswith("# Estimator comparison")  # doctest: +SKIP
         True
     """
+    lines = _header_lines(result) + [""] + _results_lines(result)
+    lines += _gradient_lines(result) + _sweep_lines(result)
+    return "\n".join(lines) + "\n"
+
+
+def _header_lines(result: dict[str, Any]) -> list[str]:
+    """Title and the bullet list saying what was compared and how."""
     cfg, data, target = result["config"], result["dataset"], result["target"]
     base = cfg["base"]
-    exact = data["exact_feasible"]
     budget = f"{cfg['steps']} steps per run"
     if cfg["time_budget"] is not None:
         budget += f" or {cfg['time_budget']:g} s of training, whichever comes first"
-    metric_name = "exact test NLL" if exact else "test -ELBO"
+    metric_name = "exact test NLL" if data["exact_feasible"] else "test -ELBO"
     how = "median of the estimators' final means" if target["auto"] else "given"
     lines = [
         "# Estimator comparison",
@@ -95,7 +101,12 @@ def format_markdown(result: dict[str, Any]) -> str:
             "sits): the budget left every estimator at the collapsed start, so the table cannot "
             "rank them and reaching the target means nothing; raise --steps"
         )
-    lines.append("")
+    return lines
+
+
+def _results_lines(result: dict[str, Any]) -> list[str]:
+    """The main table: final metrics, step time and the target, one row per estimator."""
+    exact = result["dataset"]["exact_feasible"]
     rows = []
     for est in result["estimators"]:
         s = est["summary"]
@@ -112,7 +123,11 @@ def format_markdown(result: dict[str, Any]) -> str:
             ]
         )
     header = ["estimator", "test NLL (exact)", "test -ELBO", "test NLL (IWAE)", "ms/step"]
-    lines += _table(header + ["steps to target", "s to target", "reached"], rows)
+    return _table(header + ["steps to target", "s to target", "reached"], rows)
+
+
+def _gradient_lines(result: dict[str, Any]) -> list[str]:
+    """The gradient diagnostics section (empty when none were recorded)."""
     grad_rows = []
     for est in result["estimators"]:
         for (step, _), groups in _by_group(est["gradients"]).items():
@@ -120,23 +135,28 @@ def format_markdown(result: dict[str, Any]) -> str:
                 [f"`{est['spec']}`", str(step)]
                 + _grad_cells(groups, ("cosine", "rel_bias", "bias_noise", "rel_sd"))
             )
-    if grad_rows:
-        cols = ["cosine", "rel. bias", "bias/noise", "rel. SD"]
-        lines += [
-            "",
-            "## Gradient diagnostics",
-            "",
-            "Each estimator's gradient of the loss on a fixed batch of training points, against "
-            "the exact gradient of the discrete ELBO (enumeration), per parameter group. rel. "
-            "bias = ||mean estimate - exact|| / ||exact||; bias/noise = that error over its "
-            "Monte Carlo standard error (about 1 when unbiased); rel. SD = sqrt(trace Cov) / "
-            "||exact|| for one estimate. By design, `exact` gives the decoder the gradient of "
-            "log p(x) (its guide gets the exact ELBO gradient) and `vimco` follows a "
-            "multi-sample bound, so they differ from the ELBO gradient.",
-            "",
-        ]
-        enc = [f"enc. {c}" for c in cols]
-        lines += _table(["estimator", "step", *enc, *(f"dec. {c}" for c in cols)], grad_rows)
+    if not grad_rows:
+        return []
+    cols = ["cosine", "rel. bias", "bias/noise", "rel. SD"]
+    lines = [
+        "",
+        "## Gradient diagnostics",
+        "",
+        "Each estimator's gradient of the loss on a fixed batch of training points, against "
+        "the exact gradient of the discrete ELBO (enumeration), per parameter group. rel. "
+        "bias = ||mean estimate - exact|| / ||exact||; bias/noise = that error over its "
+        "Monte Carlo standard error (about 1 when unbiased); rel. SD = sqrt(trace Cov) / "
+        "||exact|| for one estimate. By design, `exact` gives the decoder the gradient of "
+        "log p(x) (its guide gets the exact ELBO gradient) and `vimco` follows a "
+        "multi-sample bound, so they differ from the ELBO gradient.",
+        "",
+    ]
+    enc = [f"enc. {c}" for c in cols]
+    return lines + _table(["estimator", "step", *enc, *(f"dec. {c}" for c in cols)], grad_rows)
+
+
+def _sweep_lines(result: dict[str, Any]) -> list[str]:
+    """The temperature sweep of the relaxed estimators at the last checkpoint (or nothing)."""
     sweep_rows = []
     for est in result["estimators"]:
         by_step = _by_group(est["temperature_sweep"])
@@ -147,17 +167,17 @@ def format_markdown(result: dict[str, Any]) -> str:
             if step == last:
                 cells = _grad_cells(groups, ("rel_bias", "rel_sd"))
                 sweep_rows.append([f"`{est['spec']}`", str(step), f"{temperature:g}", *cells])
-    if sweep_rows:
-        lines += [
-            "",
-            "## Relaxed estimators: gradient bias and spread against temperature",
-            "",
-            "The trained model at the last checkpoint, the same estimator at other temperatures.",
-            "",
-        ]
-        header = ["estimator", "step", "tau", "enc. rel. bias", "enc. rel. SD"]
-        lines += _table(header + ["dec. rel. bias", "dec. rel. SD"], sweep_rows)
-    return "\n".join(lines) + "\n"
+    if not sweep_rows:
+        return []
+    lines = [
+        "",
+        "## Relaxed estimators: gradient bias and spread against temperature",
+        "",
+        "The trained model at the last checkpoint, the same estimator at other temperatures.",
+        "",
+    ]
+    header = ["estimator", "step", "tau", "enc. rel. bias", "enc. rel. SD"]
+    return lines + _table(header + ["dec. rel. bias", "dec. rel. SD"], sweep_rows)
 
 
 def _clean(value: Any) -> Any:
