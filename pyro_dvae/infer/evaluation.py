@@ -8,11 +8,12 @@ comparable across every training estimator. For the exact log p(x) see
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pyro
 import pyro.poutine as poutine
 import torch
+from pyro.poutine import Trace
 
 from ..errors import DVAEInputError
 from .util import (
@@ -35,7 +36,12 @@ def _traces(model: Callable, guide: Callable, args: tuple, kwargs: dict):
 
 
 def discrete_elbo(
-    model: Callable, guide: Callable, *args, num_samples: int = 1, **kwargs
+    model: Callable,
+    guide: Callable,
+    *args,
+    num_samples: int = 1,
+    particles_per_batch: int = 1,
+    **kwargs,
 ) -> torch.Tensor:
     """Per-datum ELBO with hard samples from the discrete guide and exact discrete KL terms.
 
@@ -43,7 +49,10 @@ def discrete_elbo(
     ``kl_divergence`` knows the pair (one-hot categorical, Bernoulli), from each unit's KL to
     its prior conditional for an autoregressive prior
     (:func:`~pyro_dvae.infer.util.site_kl`), else estimated from the same samples. The
-    reconstruction term is averaged over ``num_samples`` draws.
+    reconstruction term is averaged over ``num_samples`` draws, taken one model run at a time
+    (any model) or, with ``particles_per_batch > 1``, that many at once in an extra plate left
+    of the model's plates (the model must broadcast over leading dims, as for
+    :func:`iwae_log_likelihood`; much faster for many samples).
 
     Example:
         >>> import pyro, pyro.distributions as dist
@@ -56,27 +65,79 @@ def discrete_elbo(
         ...         pyro.sample("z", dist.Bernoulli(0.5))
         >>> discrete_elbo(model, guide, torch.zeros(3)).shape
         torch.Size([3])
+        >>> x = torch.zeros(3)
+        >>> discrete_elbo(model, guide, x, num_samples=50, particles_per_batch=25).shape
+        torch.Size([3])
     """
-    if num_samples < 1:
-        raise DVAEInputError(f"num_samples must be >= 1, got {num_samples}")
+    _check_counts(num_samples, particles_per_batch)
     total = 0.0
     with torch.no_grad():
-        for _ in range(num_samples):
-            model_trace, guide_trace = _traces(model, guide, args, kwargs)
-            plates = find_data_plates(model_trace)
-            elbo = per_datum_log_prob(model_trace, plates, lead=0, observed=True)
-            for site in sample_sites(model_trace):
-                if site["is_observed"]:
-                    continue
-                guide_site = guide_trace.nodes[site["name"]]
-                kl = site_kl(guide_site["fn"], site["fn"], guide_site["value"])
-                if kl is not None:
-                    elbo = elbo - plates.reduce(kl, lead=0)
-                else:
-                    elbo = elbo + plates.reduce(site["log_prob"], 0)
-                    elbo = elbo - plates.reduce(guide_site["log_prob"], 0)
-            total = total + elbo
+        if particles_per_batch == 1:
+            for _ in range(num_samples):
+                model_trace, guide_trace = _traces(model, guide, args, kwargs)
+                total = total + _elbo_terms(model_trace, guide_trace, find_data_plates(model_trace))
+        else:
+            for m_trace, g_trace, plates, size in _particle_traces(
+                model, guide, args, kwargs, num_samples, particles_per_batch
+            ):
+                terms = _elbo_terms(m_trace, g_trace, plates, lead=1)
+                total = total + terms.expand(size, plates.num_data).sum(0)
     return total / num_samples
+
+
+def _elbo_terms(
+    model_trace: Trace, guide_trace: Trace, plates: DataPlates, lead: int = 0
+) -> torch.Tensor:
+    """log p(x | z) - KL per datum (``[*lead_sizes, num_data]``) for one set of samples."""
+    elbo = per_datum_log_prob(model_trace, plates, lead=lead, observed=True)
+    for site in sample_sites(model_trace):
+        if site["is_observed"]:
+            continue
+        guide_site = guide_trace.nodes[site["name"]]
+        kl = site_kl(guide_site["fn"], site["fn"], guide_site["value"])
+        if kl is not None:
+            elbo = elbo - plates.reduce(kl, lead=lead)
+        else:
+            elbo = elbo + plates.reduce(site["log_prob"], lead)
+            elbo = elbo - plates.reduce(guide_site["log_prob"], lead)
+    return elbo
+
+
+def _check_counts(num_samples: int, particles_per_batch: int) -> None:
+    if num_samples < 1:
+        raise DVAEInputError(f"num_samples must be >= 1, got {num_samples}")
+    if particles_per_batch < 1:
+        raise DVAEInputError(
+            f"particles_per_batch must be >= 1, got {particles_per_batch}; pass e.g. 100"
+        )
+
+
+def _particle_traces(
+    model: Callable,
+    guide: Callable,
+    args: tuple,
+    kwargs: dict,
+    num_samples: int,
+    per_batch: int,
+) -> Iterator[tuple[Trace, Trace, DataPlates, int]]:
+    """Model and guide traces of ``num_samples`` particles drawn ``per_batch`` at a time in a
+    plate left of every plate of the model and guide, with the data plates (particle dim
+    counted in their nesting) and the batch's size."""
+    model_trace, guide_trace = _traces(model, guide, args, kwargs)
+    plates = find_data_plates(model_trace)
+    nesting = plates.max_plate_nesting
+    for site in sample_sites(guide_trace):
+        for f in site["cond_indep_stack"]:
+            if f.vectorized and f.dim is not None:
+                nesting = max(nesting, -f.dim)
+    plates = DataPlates(plates.dims, plates.sizes, nesting)
+    done = 0
+    while done < num_samples:
+        size = min(per_batch, num_samples - done)
+        plate = pyro.plate("_particles", size, dim=-(nesting + 1))
+        m_trace, g_trace = _traces(plate(model), plate(guide), args, kwargs)
+        yield m_trace, g_trace, plates, size
+        done += size
 
 
 def iwae_log_likelihood(
@@ -105,27 +166,15 @@ def iwae_log_likelihood(
         >>> iwae_log_likelihood(model, guide, torch.zeros(3), num_samples=10).shape
         torch.Size([3])
     """
-    if num_samples < 1:
-        raise DVAEInputError(f"num_samples must be >= 1, got {num_samples}")
+    _check_counts(num_samples, particles_per_batch)
+    log_weights = []
     with torch.no_grad():
-        model_trace, guide_trace = _traces(model, guide, args, kwargs)
-        plates = find_data_plates(model_trace)
-        nesting = plates.max_plate_nesting
-        for site in sample_sites(guide_trace):
-            for f in site["cond_indep_stack"]:
-                if f.vectorized and f.dim is not None:
-                    nesting = max(nesting, -f.dim)
-        plates = DataPlates(plates.dims, plates.sizes, nesting)
-        log_weights = []
-        done = 0
-        while done < num_samples:
-            size = min(particles_per_batch, num_samples - done)
-            plate = pyro.plate("_iwae_particles", size, dim=-(nesting + 1))
-            m_trace, g_trace = _traces(plate(model), plate(guide), args, kwargs)
+        for m_trace, g_trace, plates, size in _particle_traces(
+            model, guide, args, kwargs, num_samples, particles_per_batch
+        ):
             lw = per_datum_log_prob(m_trace, plates, lead=1) - per_datum_log_prob(
                 g_trace, plates, lead=1
             )
             log_weights.append(lw.expand(size, plates.num_data))
-            done += size
         log_weights = torch.cat(log_weights)
     return log_weights.logsumexp(0) - math.log(num_samples)
