@@ -163,8 +163,12 @@ def test_iwae_with_exact_posterior_guide_is_log_likelihood_for_every_k():
     assert z.abs().max() < Z_MAX, (v.mean(1), log_px)
 
 
-def test_discrete_elbo_two_sites_generic_guide():
-    """Conditional KL of the second site, evaluated at the sampled z1: unbiased for the ELBO."""
+@pytest.mark.parametrize(
+    "reps, num_samples, per_batch, seed", [(3000, 1, 1, 6), (1000, 3, 3, 8)], ids=["one", "plate"]
+)
+def test_discrete_elbo_two_sites_generic_guide(reps, num_samples, per_batch, seed):
+    """Conditional KL of the second site, evaluated at the sampled z1: unbiased for the ELBO,
+    one trace per sample or several particles per trace (each particle's own z1)."""
     lj = brute_joint2(X2)
     q1 = torch.tensor([0.2, 0.6, 0.9], dtype=F64)
     q2 = torch.tensor([[[0.2, 0.5, 0.3], [0.6, 0.1, 0.3]]], dtype=F64).expand(3, 2, 3)
@@ -172,10 +176,12 @@ def test_discrete_elbo_two_sites_generic_guide():
         [(1 - q1).log()[:, None] + q2[:, 0].log(), q1.log()[:, None] + q2[:, 1].log()], 1
     )
     exact = (log_q.exp() * (lj - log_q)).flatten(1).sum(-1)
-    reps = 3000
     guide = chain_guide(q1.repeat_interleave(reps, 0), q2.repeat_interleave(reps, 0))
-    pyro.set_rng_seed(6)
-    v = discrete_elbo(model2, guide, X2.repeat_interleave(reps, 0)).reshape(3, -1)
+    pyro.set_rng_seed(seed)
+    x = X2.repeat_interleave(reps, 0)
+    v = discrete_elbo(
+        model2, guide, x, num_samples=num_samples, particles_per_batch=per_batch
+    ).reshape(3, -1)
     z = (v.mean(1) - exact) / (v.std(1) / math.sqrt(reps))
     assert z.abs().max() < Z_MAX, (v.mean(1), exact)
 
@@ -196,24 +202,6 @@ def test_vectorized_discrete_elbo_equals_exact_elbo(num_samples, per_batch):
     single = replicated_stats(discrete_elbo(model, make_guide(R), x))[1]
     ratio = (se / single).pow(2) * num_samples  # variance ratio, ~1 when the draws are averaged
     assert ((ratio > 0.7) & (ratio < 1.4)).all(), ratio
-
-
-def test_vectorized_discrete_elbo_two_sites_generic_guide():
-    """The conditional KL of the second site at each particle's own z1 (particle dim kept)."""
-    lj = brute_joint2(X2)
-    q1 = torch.tensor([0.2, 0.6, 0.9], dtype=F64)
-    q2 = torch.tensor([[[0.2, 0.5, 0.3], [0.6, 0.1, 0.3]]], dtype=F64).expand(3, 2, 3)
-    log_q = torch.stack(
-        [(1 - q1).log()[:, None] + q2[:, 0].log(), q1.log()[:, None] + q2[:, 1].log()], 1
-    )
-    exact = (log_q.exp() * (lj - log_q)).flatten(1).sum(-1)
-    reps = 1000
-    guide = chain_guide(q1.repeat_interleave(reps, 0), q2.repeat_interleave(reps, 0))
-    pyro.set_rng_seed(8)
-    x = X2.repeat_interleave(reps, 0)
-    v = discrete_elbo(model2, guide, x, num_samples=3, particles_per_batch=3).reshape(3, -1)
-    z = (v.mean(1) - exact) / (v.std(1) / math.sqrt(reps))
-    assert z.abs().max() < Z_MAX, (v.mean(1), exact)
 
 
 @pytest.mark.parametrize("fn", [discrete_elbo, iwae_log_likelihood])
