@@ -23,18 +23,13 @@ import statistics
 import time
 
 import torch
+from bench_step import make_data  # the same binary data as the step-time benchmark
 
 from pyro_dvae import DiscreteVAE
 from pyro_dvae.infer import ESTIMATORS, TorchOptimSVI, build_elbo, get_estimator
 from pyro_dvae.infer.captured_step import CAPTURE_MODES
 
 REFERENCE = "gumbel-softmax"
-
-
-def make_data(n: int, dim: int, seed: int = 0) -> torch.Tensor:
-    """Binary data with per-pixel rates in [0, 0.4) (the timing does not depend on the values)."""
-    g = torch.Generator().manual_seed(seed)
-    return torch.bernoulli((torch.rand(dim, generator=g) * 0.4).expand(n, dim), generator=g)
 
 
 def make_step(name: str, args: argparse.Namespace, x: torch.Tensor):
