@@ -13,6 +13,10 @@ estimator can be captured) and what training uses (``auto``).
     python benchmarks/bench_estimators.py --threads 1          # digits 4x8
     python benchmarks/bench_estimators.py --latent 12b         # Bernoulli units
     python benchmarks/bench_estimators.py --smoke              # seconds, for the test suite
+
+``--disarm-loop`` adds a row ``disarm-loop``: DisARM with its antithetic pairs drawn in a loop
+of two guide and model runs each (``DisARMELBO(vectorize_pairs=False)``) instead of the
+registry's one vectorized run.
 """
 
 from __future__ import annotations
@@ -30,14 +34,18 @@ from pyro_dvae.infer import ESTIMATORS, TorchOptimSVI, build_elbo, get_estimator
 from pyro_dvae.infer.captured_step import CAPTURE_MODES
 
 REFERENCE = "gumbel-softmax"
+LOOP = "disarm-loop"  # DisARM without vectorized pairs (--disarm-loop)
 
 
 def make_step(name: str, args: argparse.Namespace, x: torch.Tensor):
     """A closure running one SVI step of estimator ``name`` on a fresh model."""
     torch.manual_seed(0)
     vae = DiscreteVAE(x.shape[-1], args.latent, encoder_hidden=(128, 64))
-    particles = max(args.particles, get_estimator(name).min_particles)
-    elbo = build_elbo(name, num_particles=particles, max_plate_nesting=1)
+    base = "disarm" if name == LOOP else name
+    particles = max(args.particles, get_estimator(base).min_particles)
+    elbo = build_elbo(base, num_particles=particles, max_plate_nesting=1)
+    if name == LOOP:
+        elbo.vectorize_pairs = False
     svi = TorchOptimSVI(
         vae.model, vae.guide, lambda ps: torch.optim.Adam(ps, lr=1e-3), elbo, capture=args.capture
     )
@@ -48,6 +56,8 @@ def time_estimators(args: argparse.Namespace) -> dict[str, float]:
     """Median ms/step of each estimator over ``args.rounds`` interleaved rounds."""
     x = make_data(args.batch_size, args.data_dim)
     names = args.estimators or list(ESTIMATORS)
+    if args.disarm_loop:
+        names = names + [LOOP]
     steps = {name: make_step(name, args, x) for name in names}
     for step in steps.values():  # warm-up: first-step setup, capture, lazy modules
         for _ in range(args.warmup):
@@ -68,7 +78,7 @@ def format_table(ms: dict[str, float], particles: int) -> str:
     lines = ["| estimator | particles | ms/step | x gumbel-softmax |", "|---|---|---|---|"]
     for name, value in sorted(ms.items(), key=lambda item: item[1]):
         ratio = f"{value / ref:.2f}" if ref else "-"
-        info = get_estimator(name)
+        info = get_estimator("disarm" if name == LOOP else name)
         used = max(particles, info.min_particles) if info.takes("num_particles") else "-"
         lines.append(f"| `{name}` | {used} | {value:.2f} | {ratio} |")
     return "\n".join(lines)
@@ -98,6 +108,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--estimators", type=lambda s: s.split(","), default=None, help="comma list; default all"
     )
+    p.add_argument("--disarm-loop", action="store_true", help=f"add a row {LOOP!r}")
     p.add_argument("--capture", choices=CAPTURE_MODES, default="off", help="step capture mode")
     p.add_argument("--rounds", type=int, default=15, help="interleaved timing rounds")
     p.add_argument("--steps", type=int, default=10, help="steps per estimator per round")

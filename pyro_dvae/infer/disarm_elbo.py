@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+import pyro
 import torch
 from pyro.distributions import Independent
 from pyro.distributions.torch_distribution import ExpandedDistribution, MaskedDistribution
@@ -9,6 +12,7 @@ from pyro.infer import ELBO
 from pyro.infer.enum import get_importance_trace
 from pyro.infer.inspect import get_dependencies
 from pyro.infer.util import is_validation_enabled
+from pyro import poutine
 from pyro.poutine import Trace
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.subsample_messenger import _Subsample
@@ -218,6 +222,63 @@ class _PairMessenger(Messenger):
         msg["done"] = True
 
 
+class _VectorizedPairMessenger(Messenger):
+    """Draws every antithetic pair in one run of the guide, inside a particle plate of size
+    ``2 * pairs`` at dim ``-width`` (applied inside this messenger, so that site distributions
+    arrive broadcast over it): particles ``[0, pairs)`` are the base members (uniforms ``u``,
+    kept in ``noise``), particles ``[pairs, 2 pairs)`` their antithetic members (``1 - u``).
+    Bernoulli sites are drawn so and, with ``categorical`` set, the stick-breaking units of
+    ``Categorical`` / ``OneHotCategorical`` sites; every other site samples as written,
+    independently per particle. A site whose distribution differs between a pair's members
+    (it reads another guide site's draw) is refused in one line.
+    """
+
+    def __init__(self, pairs: int, width: int, categorical: bool) -> None:
+        super().__init__()
+        self.pairs = pairs
+        self.width = width
+        self.categorical = categorical
+        self.noise: dict[str, torch.Tensor] = {}
+
+    def halves(self, fn: Distribution, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The base and antithetic members' parts of ``x`` (a value or parameter of a site
+        with distribution ``fn``, batch dims first)."""
+        axis = len(fn.batch_shape) - self.width
+        return x.narrow(axis, 0, self.pairs), x.narrow(axis, self.pairs, self.pairs)
+
+    def _pyro_sample(self, msg: dict) -> None:
+        if msg["is_observed"] or isinstance(msg["fn"], _Subsample) or msg["done"]:
+            return
+        fn = msg["fn"]
+        logits = bernoulli_logits(fn)
+        cat = None if logits is not None or not self.categorical else categorical_logits(fn)
+        if logits is None and cat is None:
+            return
+        base, anti = self.halves(fn, logits if cat is None else cat[0])
+        if not torch.equal(base, anti):
+            raise DVAEInputError(
+                f"guide site '{msg['name']}' changes with the other guide sites' draws, so "
+                "DisARM's joint antithetic pair does not apply; use coupling='sequential' (or "
+                "'auto')"
+            )
+        axis = len(fn.batch_shape) - self.width
+        with torch.no_grad():
+            if cat is None:
+                u = torch.rand(base.shape, dtype=base.dtype, device=base.device)
+                p = torch.sigmoid(base)
+                value = torch.cat([u < p, 1.0 - u < p], axis).to(base.dtype)
+            else:
+                k = base.shape[-1]
+                u = torch.rand(base.shape[:-1] + (k - 1,), dtype=base.dtype, device=base.device)
+                pair = (_stick_breaking_draw(base, u), _stick_breaking_draw(base, 1.0 - u))
+                value = torch.cat(pair, axis)
+                if cat[1]:
+                    value = torch.nn.functional.one_hot(value, k).to(base.dtype)
+        self.noise[msg["name"]] = u
+        msg["value"] = value
+        msg["done"] = True
+
+
 def _callable_key(fn) -> tuple:
     return (getattr(fn, "__func__", fn), id(getattr(fn, "__self__", None)))
 
@@ -231,6 +292,34 @@ def _leaf_parameters(fn: Distribution) -> list[torch.Tensor]:
         for k in getattr(leaf, "arg_constraints", {})
         if torch.is_tensor(leaf.__dict__.get(k))
     ]
+
+
+def _antithetic_term(
+    half_diff: torch.Tensor,
+    plates: DataPlates,
+    fn: Distribution,
+    z: torch.Tensor,
+    z_anti: torch.Tensor,
+    u: torch.Tensor,
+    base: Callable[[torch.Tensor], torch.Tensor] = lambda t: t,
+) -> torch.Tensor:
+    """A surrogate whose gradient is the DisARM estimate of a Bernoulli site (or the
+    stick-breaking DisARM estimate of a categorical one) with distribution ``fn``, from the
+    pair ``(z, z_anti)`` drawn with uniforms ``u`` and the per-datum ``(f(z) - f(z~)) / 2``
+    (``[*pairs, num_data]``). ``base`` picks the base members' part of ``fn``'s parameters
+    (the identity unless the pairs are vectorized)."""
+    logits = bernoulli_logits(fn)
+    if logits is not None:
+        logits = base(logits)
+        signal = broadcast_to_site(half_diff, plates, fn.event_dim)
+        return (signal * disarm_weights(z, z_anti, logits) * logits).sum()
+    cat_logits, one_hot = categorical_logits(fn)
+    if one_hot:
+        z, z_anti = z.argmax(-1), z_anti.argmax(-1)
+    a = stick_breaking_logits(base(cat_logits))
+    same, longer = stick_breaking_signal(z, z_anti, u, a)
+    signal = broadcast_to_site(half_diff, plates, fn.event_dim + (0 if one_hot else 1))
+    return (signal * (same + longer) * a).sum()
 
 
 class DisARMELBO(SurrogateLossMixin, ELBO):
@@ -279,13 +368,19 @@ class DisARMELBO(SurrogateLossMixin, ELBO):
       guide.
     - ``"auto"`` (default): ``"joint"`` if no discrete guide site depends on another guide site
       (Pyro's provenance tracking, :func:`pyro.infer.inspect.get_dependencies`, once per
-      guide), else ``"sequential"``.
+      guide), else ``"sequential"``. Continuous sites may read the discrete ones (M2's
+      ``q(z | x, y)``): each member of the pair draws its own.
 
     :param num_particles: antithetic pairs per step (averaged).
     :param coupling: one of :data:`DISARM_COUPLINGS`.
     :param max_plate_nesting: as for Pyro's ELBOs.
     :param categorical: one of :data:`DISARM_CATEGORICAL`: ``"stick-breaking"`` (the
         categorical DisARM above) or ``"loo"`` (the leave-one-out score function).
+    :param vectorize_pairs: draw both members of every joint pair in one run of the model and
+        guide, in a vectorized particle plate of size ``2 * num_particles`` left of the model's
+        plates (as Pyro's ``vectorize_particles``: the model must broadcast over it). The same
+        estimate in one guide and one model run instead of two of each per pair (the encoder
+        runs once). Sequential pairs are not vectorized.
 
     Example:
         >>> import pyro, pyro.distributions as dist
@@ -308,6 +403,7 @@ class DisARMELBO(SurrogateLossMixin, ELBO):
         coupling: str = "auto",
         max_plate_nesting: float = float("inf"),
         categorical: str = "stick-breaking",
+        vectorize_pairs: bool = False,
     ) -> None:
         if coupling not in DISARM_COUPLINGS:
             raise DVAEInputError(f"coupling must be one of {DISARM_COUPLINGS}, got {coupling!r}")
@@ -320,6 +416,7 @@ class DisARMELBO(SurrogateLossMixin, ELBO):
         super().__init__(num_particles=int(num_particles), max_plate_nesting=max_plate_nesting)
         self.coupling = coupling
         self.categorical = categorical
+        self.vectorize_pairs = bool(vectorize_pairs)
         self._auto: dict[tuple, str] = {}
 
     # ------------------------------------------------------------------ traces
@@ -345,7 +442,15 @@ class DisARMELBO(SurrogateLossMixin, ELBO):
         if key not in self._auto:
             try:
                 deps = get_dependencies(guide, args, kwargs)["prior_dependencies"]
-                coupled = any(len(set(up) - {site}) > 0 for site, up in deps.items())
+                with poutine.block():
+                    trace = poutine.trace(guide).get_trace(*args, **kwargs)
+                discrete = {
+                    s["name"]
+                    for s in sample_sites(trace)
+                    if not s["is_observed"] and not getattr(s["fn"], "has_rsample", False)
+                }
+                # continuous sites that read the discrete draws are redrawn per member
+                coupled = any(len(set(deps[name]) - {name}) > 0 for name in discrete & set(deps))
             except Exception:  # provenance tracking failed: the always-valid choice
                 coupled = True
             self._auto[key] = "sequential" if coupled else "joint"
@@ -419,27 +524,61 @@ class DisARMELBO(SurrogateLossMixin, ELBO):
         noise: dict,
     ) -> torch.Tensor:
         site0, site1 = guide0.nodes[name], guide1.nodes[name]
-        logits = bernoulli_logits(site0["fn"]) if name in noise else None
-        if logits is not None:  # a Bernoulli site: DisARM
-            weights = disarm_weights(site0["value"], site1["value"], logits)
-            signal = broadcast_to_site(half_diff, plates, site0["fn"].event_dim)
-            return (signal * weights * logits).sum()
-        if name in noise:  # a categorical site: stick-breaking DisARM
-            cat_logits, one_hot = categorical_logits(site0["fn"])
-            z0, z1 = site0["value"], site1["value"]
-            if one_hot:
-                z0, z1 = z0.argmax(-1), z1.argmax(-1)
-            a = stick_breaking_logits(cat_logits)
-            same, longer = stick_breaking_signal(z0, z1, noise[name], a)
-            event_dim = site0["fn"].event_dim + (0 if one_hot else 1)
-            signal = broadcast_to_site(half_diff, plates, event_dim)
-            return (signal * (same + longer) * a).sum()
+        if name in noise:
+            return _antithetic_term(
+                half_diff, plates, site0["fn"], site0["value"], site1["value"], noise[name]
+            )
         # any other non-reparameterized site: two-sample leave-one-out score function
         return (half_diff * (scores0[name] - scores1[name])).sum()
+
+    def _vectorized_surrogate(
+        self, model, guide, args, kwargs
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every joint pair's surrogate ELBO from one vectorized run (``vectorize_pairs``),
+        averaged over the pairs, and its value."""
+        if self.max_plate_nesting == float("inf"):
+            self._guess_max_plate_nesting(model, guide, args, kwargs)
+        pairs, width = self.num_particles, int(self.max_plate_nesting) + 1
+        plate = pyro.plate("disarm_pairs", 2 * pairs, dim=-width)
+        draw = _VectorizedPairMessenger(pairs, width, self.categorical == "stick-breaking")
+        model_trace, guide_trace = get_importance_trace(
+            "flat", width, plate(model), draw(plate(guide)), args, kwargs
+        )
+        if is_validation_enabled():
+            check_if_enumerated(guide_trace)
+        plates = local_data_plates(model_trace, guide_trace, lead=1, name="DisARM")
+        f, scores = per_datum_terms(
+            model_trace, guide_trace, plates, lead=1, detach_discrete_log_q=True
+        )
+        shape = (2 * pairs, plates.num_data)
+        f = f.expand(shape)
+        half_diff = 0.5 * (f[:pairs] - f[pairs:]).detach()  # [pairs, num_data]
+        direct = f.mean(0).sum()  # pathwise part, each member is marginally q
+        terms = torch.zeros((), dtype=f.dtype, device=f.device)
+        for name, score in scores.items():
+            if name in draw.noise:
+                fn = guide_trace.nodes[name]["fn"]
+                z0, z1 = draw.halves(fn, guide_trace.nodes[name]["value"])
+                terms = terms + _antithetic_term(
+                    half_diff,
+                    plates,
+                    fn,
+                    z0,
+                    z1,
+                    draw.noise[name],
+                    lambda t, fn=fn: draw.halves(fn, t)[0],
+                )
+            else:  # the two-sample leave-one-out score function, as in _site_term
+                score = score.expand(shape)
+                terms = terms + (half_diff * (score[:pairs] - score[pairs:])).sum()
+        return direct + terms / pairs, direct.detach()
 
     def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
         """A surrogate whose value is ``-ELBO`` (the pairs' average, summed over data) and whose
         gradient is the DisARM estimate."""
+        if self.vectorize_pairs and self._coupling_for(guide, args, kwargs) == "joint":
+            total, value = self._vectorized_surrogate(model, guide, args, kwargs)
+            return -(total + (value - total.detach()))
         total, value = 0.0, 0.0
         for _ in range(self.num_particles):
             surrogate, elbo = self._pair_surrogate(model, guide, args, kwargs)

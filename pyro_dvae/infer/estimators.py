@@ -113,6 +113,7 @@ register_estimator(
     "disarm",
     DisARMELBO,
     options={"disarm_categorical": "categorical"} | {o: o for o in _SAMPLING},
+    fixed={"vectorize_pairs": True},  # the model broadcasts over particles, as for rloo
     summary="antithetic Bernoulli / stick-breaking categorical pairs (Dong et al. 2020, 2021); "
     "num_particles = pairs",
 )

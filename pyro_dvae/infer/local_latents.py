@@ -94,19 +94,22 @@ def per_datum_terms(
 
 
 def broadcast_to_site(per_datum: torch.Tensor, plates: DataPlates, event_dim: int) -> torch.Tensor:
-    """Reshape a ``[num_data]`` tensor so that it broadcasts against a site's value
-    (``[*batch_shape, *event_shape]``, the data plates at their dims).
+    """Reshape a ``[*lead, num_data]`` tensor so that it broadcasts against a site's value
+    (``[*lead, *batch_shape, *event_shape]``, the data plates at their dims; ``lead`` is empty
+    or the particle dims left of the plates).
 
     Example:
         >>> plates = DataPlates(dims=(-1,), sizes=(3,), max_plate_nesting=1)
         >>> broadcast_to_site(torch.arange(3.0), plates, event_dim=1).shape
         torch.Size([3, 1])
+        >>> broadcast_to_site(torch.zeros(2, 3), plates, event_dim=1).shape  # 2 particles
+        torch.Size([2, 3, 1])
     """
     width = plates.max_plate_nesting
     shape = [1] * width
     for d, s in zip(plates.dims, plates.sizes):
         shape[width + d] = s
-    return per_datum.reshape(tuple(shape) + (1,) * event_dim)
+    return per_datum.reshape(per_datum.shape[:-1] + tuple(shape) + (1,) * event_dim)
 
 
 def require_factorized_guide(guide, args: tuple, kwargs: dict, checked: set, needs: str) -> None:

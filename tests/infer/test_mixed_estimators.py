@@ -24,7 +24,13 @@ import pytest
 import torch
 from pyro.infer import Trace_ELBO
 
-from pyro_dvae.infer import EnumeratedELBO, build_elbo, discrete_elbo, iwae_log_likelihood
+from pyro_dvae.infer import (
+    DisARMELBO,
+    EnumeratedELBO,
+    build_elbo,
+    discrete_elbo,
+    iwae_log_likelihood,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: single-threaded
 
@@ -145,6 +151,19 @@ def test_score_function_gradients_are_unbiased(name, enumerated):
     z = z_scores(got, ref)
     assert z.abs().max() < Z_MAX, z
     assert (ref.mean(0)[: K * DX].abs() / (ref.std(0)[: K * DX] / 20)).max() > Z_MAX  # not vacuous
+
+
+@pytest.mark.slow  # seconds of sampling: make test-fast skips it
+@pytest.mark.parametrize("vectorize_pairs", [False, True], ids=["loop", "vectorized"])
+def test_disarm_gradients_are_unbiased(vectorize_pairs, enumerated):
+    """Stick-breaking DisARM on y, with q(z | x, y) reading y: 'auto' forms one joint pair
+    (each member draws its own z), in one vectorized run or two; the encoder of y included."""
+    _, ref = enumerated
+    elbo = DisARMELBO(max_plate_nesting=1, vectorize_pairs=vectorize_pairs)
+    _, got = draws(elbo, 200, seed=11)
+    assert list(elbo._auto.values()) == ["joint"]
+    z = z_scores(got, ref)
+    assert z.abs().max() < Z_MAX, z
 
 
 ALL = [
