@@ -6,13 +6,13 @@ from collections.abc import Callable
 
 import pyro
 import torch
+from pyro import poutine
 from pyro.distributions import Independent
 from pyro.distributions.torch_distribution import ExpandedDistribution, MaskedDistribution
 from pyro.infer import ELBO
 from pyro.infer.enum import get_importance_trace
 from pyro.infer.inspect import get_dependencies
 from pyro.infer.util import is_validation_enabled
-from pyro import poutine
 from pyro.poutine import Trace
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.subsample_messenger import _Subsample
@@ -541,9 +541,20 @@ class DisARMELBO(SurrogateLossMixin, ELBO):
         pairs, width = self.num_particles, int(self.max_plate_nesting) + 1
         plate = pyro.plate("disarm_pairs", 2 * pairs, dim=-width)
         draw = _VectorizedPairMessenger(pairs, width, self.categorical == "stick-breaking")
-        model_trace, guide_trace = get_importance_trace(
-            "flat", width, plate(model), draw(plate(guide)), args, kwargs
-        )
+        try:
+            model_trace, guide_trace = get_importance_trace(
+                "flat", width, plate(model), draw(plate(guide)), args, kwargs
+            )
+        except (RuntimeError, ValueError) as error:
+            first = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+            if not any(word in first for word in ("size", "shape", "dimension", "expand")):
+                raise
+            raise DVAEInputError(
+                f"model or guide failed in DisARM's plate of {2 * pairs} pair members at dim "
+                f"{-width} ({first}); write them so values broadcast over extra leading dims "
+                "(torch.broadcast_shapes and expand, not view(batch, ...)), or pass "
+                "vectorize_pairs=False"
+            ) from error
         if is_validation_enabled():
             check_if_enumerated(guide_trace)
         plates = local_data_plates(model_trace, guide_trace, lead=1, name="DisARM")

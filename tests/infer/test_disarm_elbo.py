@@ -129,6 +129,22 @@ def test_vectorized_pairs_run_the_guide_once_per_step():
         assert len(calls) == expected
 
 
+def test_a_model_that_does_not_broadcast_gets_a_one_line_error():
+    """z.reshape(len(x), 3) drops the pair dim: vectorized pairs refuse it in one line naming
+    the fix; the loop (vectorize_pairs=False) still runs it."""
+
+    def rigid_model(x):
+        w = pyro.param("w", W.clone())
+        with pyro.plate("data", len(x)):
+            z = pyro.sample("z", dist.Bernoulli(0.5 * torch.ones(3)).to_event(1))
+            pyro.sample("x", dist.Normal(z.reshape(len(x), 3) @ w, 1.0).to_event(1), obs=x)
+
+    with pytest.raises(DVAEInputError, match="vectorize_pairs=False") as info:
+        DisARMELBO(vectorize_pairs=True).loss(rigid_model, bernoulli_guide, BERNOULLI_DATA)
+    assert "\n" not in str(info.value) and "broadcast" in str(info.value)
+    DisARMELBO(vectorize_pairs=False).loss(rigid_model, bernoulli_guide, BERNOULLI_DATA)
+
+
 @pytest.mark.slow  # seconds of sampling: make test-fast skips it
 def test_several_vectorized_pairs_are_the_loops_estimator():
     """Three pairs per step: unbiased, and the same estimator as three pairs in a loop (the
