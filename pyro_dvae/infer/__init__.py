@@ -1,12 +1,7 @@
 """Objectives, exact enumeration and evaluation for discrete-latent models."""
 
-from .disarm_elbo import (
-    DISARM_CATEGORICAL,
-    DISARM_COUPLINGS,
-    DisARMELBO,
-    disarm_weights,
-    stick_breaking_logits,
-)
+from .antithetic import disarm_weights, stick_breaking_logits
+from .disarm_elbo import DISARM_CATEGORICAL, DISARM_COUPLINGS, DisARMELBO
 from .enumerated_elbo import EnumeratedELBO
 from .enumeration import (
     DEFAULT_MAX_CONFIGURATIONS,

@@ -17,149 +17,28 @@ from pyro.poutine import Trace
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.subsample_messenger import _Subsample
 from pyro.util import check_if_enumerated
-from torch.distributions import Bernoulli, Categorical, Distribution, OneHotCategorical
+from torch.distributions import Distribution
 
 from ..errors import DVAEInputError
+from .antithetic import (
+    bernoulli_logits,
+    categorical_logits,
+    disarm_weights,
+    stick_breaking_draw,
+    stick_breaking_logits,
+    stick_breaking_signal,
+)
 from .local_latents import broadcast_to_site, local_data_plates, per_datum_terms
+from .pair_members import PairMembersMessenger
 from .surrogate_loss import SurrogateLossMixin
 from .util import DataPlates, sample_sites
 
-__all__ = [
-    "DISARM_CATEGORICAL",
-    "DISARM_COUPLINGS",
-    "DisARMELBO",
-    "bernoulli_logits",
-    "categorical_logits",
-    "disarm_weights",
-    "stick_breaking_logits",
-    "stick_breaking_signal",
-]
+__all__ = ["DISARM_CATEGORICAL", "DISARM_COUPLINGS", "DisARMELBO"]
 
 #: how the antithetic pair is formed over several discrete guide sites
 DISARM_COUPLINGS = ("auto", "joint", "sequential")
 #: what a ``Categorical`` / ``OneHotCategorical`` guide site gets
 DISARM_CATEGORICAL = ("stick-breaking", "loo")
-
-
-def bernoulli_logits(fn: Distribution) -> torch.Tensor | None:
-    """The logits of a Bernoulli site's distribution, broadcast to its value's shape, or
-    ``None`` if its innermost distribution is not a ``Bernoulli`` (``.to_event``, ``.expand``
-    and ``.mask`` wrappers are looked through).
-
-    Example:
-        >>> import pyro.distributions as dist
-        >>> bernoulli_logits(dist.Bernoulli(logits=torch.zeros(3)).expand([2, 3]).to_event(1)).shape
-        torch.Size([2, 3])
-    """
-    leaf = fn
-    while isinstance(leaf, (Independent, ExpandedDistribution, MaskedDistribution)):
-        leaf = leaf.base_dist
-    if not isinstance(leaf, Bernoulli) or getattr(fn, "has_rsample", False):
-        return None
-    return leaf.logits.expand(fn.shape())
-
-
-def categorical_logits(fn: Distribution) -> tuple[torch.Tensor, bool] | None:
-    """The logits of a ``Categorical`` or ``OneHotCategorical`` site's distribution, broadcast
-    to ``[*value_shape, K]`` (integer values) or to the one-hot value's shape, and whether the
-    values are one-hot; ``None`` for any other site (wrappers are looked through as in
-    :func:`bernoulli_logits`; reparameterized one-hot relaxations are not categorical here).
-
-    Example:
-        >>> import pyro.distributions as dist
-        >>> fn = dist.Categorical(logits=torch.zeros(4)).expand([2])
-        >>> logits, one_hot = categorical_logits(fn)
-        >>> logits.shape, one_hot
-        (torch.Size([2, 4]), False)
-    """
-    leaf = fn
-    while isinstance(leaf, (Independent, ExpandedDistribution, MaskedDistribution)):
-        leaf = leaf.base_dist
-    if getattr(fn, "has_rsample", False):
-        return None
-    if isinstance(leaf, OneHotCategorical):
-        return leaf.logits.expand(fn.shape()), True
-    if isinstance(leaf, Categorical):
-        return leaf.logits.expand(fn.shape() + leaf.logits.shape[-1:]), False
-    return None
-
-
-def stick_breaking_logits(logits: torch.Tensor) -> torch.Tensor:
-    """The ``K - 1`` binary logits ``a_k = logits_k - logsumexp(logits_{k+1:})`` of the
-    stick-breaking construction of ``Categorical(logits)``: with independent ``b_k ~
-    Bernoulli(sigmoid(a_k))``, ``z = min{k : b_k = 1}`` (``K - 1`` if none) has probabilities
-    ``softmax(logits)`` (Dong, Mnih & Tucker 2021, arXiv:2106.08056, Sec. 4). Differentiable.
-
-    Example:
-        >>> a = stick_breaking_logits(torch.tensor([0.0, 0.0, 0.0]))
-        >>> a.sigmoid()  # P(z = 0) = 1/3, P(z = 1 | z > 0) = 1/2
-        tensor([0.3333, 0.5000])
-    """
-    tail = torch.logcumsumexp(logits.flip(-1), dim=-1).flip(-1)  # logsumexp(logits[k:])
-    return logits[..., :-1] - tail[..., 1:]
-
-
-def _stick_breaking_draw(logits: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-    """The category index of uniforms ``u`` (``[..., K - 1]``) under the stick-breaking
-    construction: the first ``k`` with ``u_k < sigmoid(a_k)``, else ``K - 1``."""
-    b = u < torch.sigmoid(stick_breaking_logits(logits))
-    stop = torch.cat([b, torch.ones_like(b[..., :1])], -1)
-    return stop.to(torch.uint8).argmax(-1)  # the first maximum
-
-
-def stick_breaking_signal(
-    z: torch.Tensor, z_anti: torch.Tensor, u: torch.Tensor, a: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Coefficients of the categorical DisARM estimate of the antithetic pair ``z`` (uniforms
-    ``u``) and ``z~`` (``1 - u``) on the stick-breaking logits ``a`` (``[..., K - 1]``): the
-    gradient estimate wrt ``a`` is ``(f(z) - f(z~)) / 2 * c_same + (f(z) - f(z~)) / 2 * c_longer``
-    where, with ``m = min(z, z~)``,
-
-    - ``c_same`` (binary units ``k <= m``, which both members read): DisARM's weight
-      ``(-1)^{b~_k} 1[b_k != b~_k] sigmoid(|a_k|)`` (nonzero only at ``k = m``);
-    - ``c_longer`` (units ``m < k <= max(z, z~)``, read by the longer member only): ``b_k -
-      sigmoid(a_k)`` of the member with the larger index, signed ``+1`` if that is ``z`` and
-      ``-1`` if it is ``z~`` (a score-function term whose baseline is the other member's
-      ``f``, which does not depend on unit ``k``);
-
-    units beyond both draws get 0 (Rao-Blackwellized: neither ``f`` reads them). This is the
-    stick-breaking DisARM of Dong, Mnih & Tucker 2021 (arXiv:2106.08056). Both detached; the
-    estimate uses their sum.
-
-    Example:
-        >>> a = torch.zeros(2)  # three equiprobable classes
-        >>> u = torch.tensor([0.6, 0.2])  # b = (0, 1): z = 1; b~ = (1, 0): z~ = 0
-        >>> same, longer = stick_breaking_signal(torch.tensor(1), torch.tensor(0), u, a)
-        >>> same  # unit 0, read by both: DisARM's weight
-        tensor([-0.5000,  0.0000])
-        >>> longer  # unit 1, read by z only: b_1 - sigmoid(a_1)
-        tensor([0.0000, 0.5000])
-    """
-    a = a.detach()
-    k = torch.arange(a.shape[-1], device=a.device)
-    b = (u < torch.sigmoid(a)).to(a.dtype)
-    b_anti = (1.0 - u < torch.sigmoid(a)).to(a.dtype)
-    lo = torch.minimum(z, z_anti).unsqueeze(-1)
-    hi = torch.maximum(z, z_anti).unsqueeze(-1)
-    same = torch.where(k <= lo, disarm_weights(b, b_anti, a), torch.zeros_like(a))
-    z_longer = (z > z_anti).unsqueeze(-1)
-    score = torch.where(z_longer, b - torch.sigmoid(a), -(b_anti - torch.sigmoid(a)))
-    longer = torch.where((k > lo) & (k <= hi), score, torch.zeros_like(a))
-    return same, longer
-
-
-def disarm_weights(b: torch.Tensor, b_anti: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-    """DisARM's per-unit weight ``(-1)^{b~} 1[b != b~] sigmoid(|logits|)`` of the antithetic
-    pair ``(b, b~)``; the gradient estimate wrt ``logits`` is ``(f(b) - f(b~)) / 2`` times it
-    (Dong, Mnih & Tucker 2020, arXiv:2006.10680). Detached.
-
-    Example:
-        >>> disarm_weights(torch.tensor([1.0, 0.0, 1.0]), torch.tensor([0.0, 1.0, 1.0]),
-        ...                torch.zeros(3))
-        tensor([ 0.5000, -0.5000,  0.0000])
-    """
-    weight = (1.0 - 2.0 * b_anti) * torch.sigmoid(logits.abs())
-    return torch.where(b != b_anti, weight, torch.zeros_like(weight)).detach()
 
 
 class _PairMessenger(Messenger):
@@ -213,69 +92,12 @@ class _PairMessenger(Messenger):
             if cat is None:
                 msg["value"] = (u < torch.sigmoid(logits)).to(logits.dtype)
             else:
-                index = _stick_breaking_draw(cat[0], u)
+                index = stick_breaking_draw(cat[0], u)
                 msg["value"] = (
                     torch.nn.functional.one_hot(index, cat[0].shape[-1]).to(cat[0].dtype)
                     if cat[1]
                     else index
                 )
-        msg["done"] = True
-
-
-class _VectorizedPairMessenger(Messenger):
-    """Draws every antithetic pair in one run of the guide, inside a particle plate of size
-    ``2 * pairs`` at dim ``-width`` (applied inside this messenger, so that site distributions
-    arrive broadcast over it): particles ``[0, pairs)`` are the base members (uniforms ``u``,
-    kept in ``noise``), particles ``[pairs, 2 pairs)`` their antithetic members (``1 - u``).
-    Bernoulli sites are drawn so and, with ``categorical`` set, the stick-breaking units of
-    ``Categorical`` / ``OneHotCategorical`` sites; every other site samples as written,
-    independently per particle. A site whose distribution differs between a pair's members
-    (it reads another guide site's draw) is refused in one line.
-    """
-
-    def __init__(self, pairs: int, width: int, categorical: bool) -> None:
-        super().__init__()
-        self.pairs = pairs
-        self.width = width
-        self.categorical = categorical
-        self.noise: dict[str, torch.Tensor] = {}
-
-    def halves(self, fn: Distribution, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The base and antithetic members' parts of ``x`` (a value or parameter of a site
-        with distribution ``fn``, batch dims first)."""
-        axis = len(fn.batch_shape) - self.width
-        return x.narrow(axis, 0, self.pairs), x.narrow(axis, self.pairs, self.pairs)
-
-    def _pyro_sample(self, msg: dict) -> None:
-        if msg["is_observed"] or isinstance(msg["fn"], _Subsample) or msg["done"]:
-            return
-        fn = msg["fn"]
-        logits = bernoulli_logits(fn)
-        cat = None if logits is not None or not self.categorical else categorical_logits(fn)
-        if logits is None and cat is None:
-            return
-        base, anti = self.halves(fn, logits if cat is None else cat[0])
-        if not torch.equal(base, anti):
-            raise DVAEInputError(
-                f"guide site '{msg['name']}' changes with the other guide sites' draws, so "
-                "DisARM's joint antithetic pair does not apply; use coupling='sequential' (or "
-                "'auto')"
-            )
-        axis = len(fn.batch_shape) - self.width
-        with torch.no_grad():
-            if cat is None:
-                u = torch.rand(base.shape, dtype=base.dtype, device=base.device)
-                p = torch.sigmoid(base)
-                value = torch.cat([u < p, 1.0 - u < p], axis).to(base.dtype)
-            else:
-                k = base.shape[-1]
-                u = torch.rand(base.shape[:-1] + (k - 1,), dtype=base.dtype, device=base.device)
-                pair = (_stick_breaking_draw(base, u), _stick_breaking_draw(base, 1.0 - u))
-                value = torch.cat(pair, axis)
-                if cat[1]:
-                    value = torch.nn.functional.one_hot(value, k).to(base.dtype)
-        self.noise[msg["name"]] = u
-        msg["value"] = value
         msg["done"] = True
 
 
@@ -376,11 +198,12 @@ class DisARMELBO(SurrogateLossMixin, ELBO):
     :param max_plate_nesting: as for Pyro's ELBOs.
     :param categorical: one of :data:`DISARM_CATEGORICAL`: ``"stick-breaking"`` (the
         categorical DisARM above) or ``"loo"`` (the leave-one-out score function).
-    :param vectorize_pairs: draw both members of every joint pair in one run of the model and
-        guide, in a vectorized particle plate of size ``2 * num_particles`` left of the model's
-        plates (as Pyro's ``vectorize_particles``: the model must broadcast over it). The same
-        estimate in one guide and one model run instead of two of each per pair (the encoder
-        runs once). Sequential pairs are not vectorized.
+    :param vectorize_pairs: draw the base draw and every antithetic member of each pair (one
+        for the joint pair, M for sequential pairs) in one run of the guide and the model, in
+        a particle plate of size ``(1 + members) * num_particles`` left of the model's plates
+        (as Pyro's ``vectorize_particles``: the model must broadcast over it, and the guide
+        must run the same latent sites in the same order every step). The same estimate from
+        one guide and one model run per step instead of one of each per member.
 
     Example:
         >>> import pyro, pyro.distributions as dist
@@ -418,6 +241,7 @@ class DisARMELBO(SurrogateLossMixin, ELBO):
         self.categorical = categorical
         self.vectorize_pairs = bool(vectorize_pairs)
         self._auto: dict[tuple, str] = {}
+        self._latent: dict[tuple, tuple[list[str], list[str]]] = {}
 
     # ------------------------------------------------------------------ traces
     def _run(self, model, guide, args, kwargs, messenger: _PairMessenger) -> tuple[Trace, Trace]:
@@ -531,26 +355,51 @@ class DisARMELBO(SurrogateLossMixin, ELBO):
         # any other non-reparameterized site: two-sample leave-one-out score function
         return (half_diff * (scores0[name] - scores1[name])).sum()
 
+    def _latent_sites(self, guide, args, kwargs) -> tuple[list[str], list[str]]:
+        """The guide's latent sites in execution order and its discrete (non-reparameterized)
+        ones, from one run of the guide (once per guide)."""
+        key = _callable_key(guide)
+        if key not in self._latent:
+            with poutine.block():
+                trace = poutine.trace(guide).get_trace(*args, **kwargs)
+            latent = [s for s in sample_sites(trace) if not s["is_observed"]]
+            self._latent[key] = (
+                [s["name"] for s in latent],
+                [s["name"] for s in latent if not getattr(s["fn"], "has_rsample", False)],
+            )
+        return self._latent[key]
+
     def _vectorized_surrogate(
-        self, model, guide, args, kwargs
+        self, model, guide, args, kwargs, coupling: str
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Every joint pair's surrogate ELBO from one vectorized run (``vectorize_pairs``),
-        averaged over the pairs, and its value."""
+        """Every pair's surrogate ELBO from one vectorized run (``vectorize_pairs``), averaged
+        over the pairs, and its value."""
         if self.max_plate_nesting == float("inf"):
             self._guess_max_plate_nesting(model, guide, args, kwargs)
+        order, discrete = self._latent_sites(guide, args, kwargs)
+        if coupling == "joint":
+            members, paired = [(0, None)], [discrete]
+        else:
+            members = [(order.index(name), frozenset({name})) for name in discrete]
+            paired = [[name] for name in discrete]
         pairs, width = self.num_particles, int(self.max_plate_nesting) + 1
-        plate = pyro.plate("disarm_pairs", 2 * pairs, dim=-width)
-        draw = _VectorizedPairMessenger(pairs, width, self.categorical == "stick-breaking")
+        size = (1 + len(members)) * pairs
+        plate = pyro.plate("disarm_pairs", size, dim=-width)
+        draw = PairMembersMessenger(
+            pairs, width, self.categorical == "stick-breaking", members, order
+        )
         try:
             model_trace, guide_trace = get_importance_trace(
                 "flat", width, plate(model), draw(plate(guide)), args, kwargs
             )
+        except DVAEInputError as error:  # the members' own refusal, less Pyro's trace shapes
+            raise DVAEInputError(str(error).splitlines()[0]) from None
         except (RuntimeError, ValueError) as error:
             first = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
             if not any(word in first for word in ("size", "shape", "dimension", "expand")):
                 raise
             raise DVAEInputError(
-                f"model or guide failed in DisARM's plate of {2 * pairs} pair members at dim "
+                f"model or guide failed in DisARM's plate of {size} pair members at dim "
                 f"{-width} ({first}); write them so values broadcast over extra leading dims "
                 "(torch.broadcast_shapes and expand, not view(batch, ...)), or pass "
                 "vectorize_pairs=False"
@@ -561,34 +410,36 @@ class DisARMELBO(SurrogateLossMixin, ELBO):
         f, scores = per_datum_terms(
             model_trace, guide_trace, plates, lead=1, detach_discrete_log_q=True
         )
-        shape = (2 * pairs, plates.num_data)
-        f = f.expand(shape)
-        half_diff = 0.5 * (f[:pairs] - f[pairs:]).detach()  # [pairs, num_data]
+        f = f.expand(size, plates.num_data)
         direct = f.mean(0).sum()  # pathwise part, each member is marginally q
-        terms = torch.zeros((), dtype=f.dtype, device=f.device)
-        for name, score in scores.items():
-            if name in draw.noise:
-                fn = guide_trace.nodes[name]["fn"]
-                z0, z1 = draw.halves(fn, guide_trace.nodes[name]["value"])
-                terms = terms + _antithetic_term(
-                    half_diff,
-                    plates,
-                    fn,
-                    z0,
-                    z1,
-                    draw.noise[name],
-                    lambda t, fn=fn: draw.halves(fn, t)[0],
-                )
-            else:  # the two-sample leave-one-out score function, as in _site_term
-                score = score.expand(shape)
-                terms = terms + (half_diff * (score[:pairs] - score[pairs:])).sum()
+        f = f.detach().split(pairs)  # the base draws' [pairs, num_data], then each member's
+        terms = torch.zeros((), dtype=direct.dtype, device=direct.device)
+        for j, names in enumerate(paired, 1):
+            half_diff = 0.5 * (f[0] - f[j])
+            for name in names:
+                site = guide_trace.nodes[name]
+                if name in draw.noise:
+                    z = draw.chunks(site["fn"], site["value"])
+                    terms = terms + _antithetic_term(
+                        half_diff,
+                        plates,
+                        site["fn"],
+                        z[0],
+                        z[j],
+                        draw.noise[name],
+                        lambda t, fn=site["fn"]: draw.chunks(fn, t)[0],
+                    )
+                else:  # the two-sample leave-one-out score function, as in _site_term
+                    score = scores[name].expand(size, plates.num_data).split(pairs)
+                    terms = terms + (half_diff * (score[0] - score[j])).sum()
         return direct + terms / pairs, direct.detach()
 
     def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
         """A surrogate whose value is ``-ELBO`` (the pairs' average, summed over data) and whose
         gradient is the DisARM estimate."""
-        if self.vectorize_pairs and self._coupling_for(guide, args, kwargs) == "joint":
-            total, value = self._vectorized_surrogate(model, guide, args, kwargs)
+        if self.vectorize_pairs:
+            coupling = self._coupling_for(guide, args, kwargs)
+            total, value = self._vectorized_surrogate(model, guide, args, kwargs, coupling)
             return -(total + (value - total.detach()))
         total, value = 0.0, 0.0
         for _ in range(self.num_particles):
