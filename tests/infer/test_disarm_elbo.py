@@ -267,6 +267,45 @@ def test_user_model_bernoulli_and_categorical_sites(guide, coupling, categorical
     assert z.abs().max() < Z_THRESHOLD, z
 
 
+GROUPS_DATA = torch.tensor([[[0.5, -1.0], [1.5, 0.2], [-0.3, 0.8]]]).repeat(4, 1, 1) + torch.tensor(
+    [0.0, 0.5, -0.5, 1.0]
+).reshape(4, 1, 1)
+
+
+def nested_model(x):
+    """A Bernoulli per group and a Categorical per item in nested plates, in plain Pyro."""
+    w = pyro.param("w", torch.tensor([[1.0, -1.0], [0.5, 0.8]]))
+    p = pyro.param("p", torch.tensor([0.2, -0.1]))
+    with pyro.plate("groups", x.shape[0], dim=-2):
+        g = pyro.sample("g", dist.Bernoulli(logits=p[0]))
+        with pyro.plate("items", x.shape[1], dim=-1):
+            logits = torch.stack([p[1] + g, -g], -1)
+            logits = logits.expand(torch.broadcast_shapes(g.shape, x.shape[1:2]) + (2,))
+            z = pyro.sample("z", dist.Categorical(logits=logits))
+            loc = z.to(x.dtype).unsqueeze(-1) * w[0] + g.unsqueeze(-1) * w[1]
+            pyro.sample("x", dist.Normal(loc, 1.0).to_event(1), obs=x)
+
+
+def nested_guide(x):
+    a = pyro.param("a", torch.tensor([0.3, -0.2]))
+    b = pyro.param("b", torch.tensor([[0.1, -0.4], [0.2, 0.3]]))
+    with pyro.plate("groups", x.shape[0], dim=-2):
+        pyro.sample("g", dist.Bernoulli(logits=x.sum((-1, -2)).unsqueeze(-1) * a[0] + a[1]))
+        with pyro.plate("items", x.shape[1], dim=-1):
+            pyro.sample("z", dist.Categorical(logits=x @ b))
+
+
+@pytest.mark.parametrize("vectorize_pairs", [False, True], ids=["loop", "vectorized"])
+def test_nested_plates_group_and_item_latents(vectorize_pairs):
+    """A group-level Bernoulli and item-level Categorical in nested plates (each group is a
+    datum: its items' latents enter its f): unbiased against the enumerated gradient."""
+    exact = flat_exact(nested_model, nested_guide, GROUPS_DATA)
+    elbo = DisARMELBO(vectorize_pairs=vectorize_pairs)
+    est = estimates(elbo, nested_model, nested_guide, GROUPS_DATA, 100)
+    z = z_scores(est, exact)
+    assert z.abs().max() < Z_THRESHOLD, z
+
+
 @pytest.mark.parametrize("vectorize_pairs", [False, True], ids=["loop", "vectorized"])
 def test_joint_pair_refuses_a_dependent_guide(vectorize_pairs):
     elbo = DisARMELBO(coupling="joint", vectorize_pairs=vectorize_pairs)
