@@ -48,16 +48,13 @@ def set_log_prob(log_p: torch.Tensor, excluded: torch.Tensor | None = None) -> t
     k = log_p.shape[-1]
     if excluded is None:
         excluded = torch.full(log_p.shape[:-1], -math.inf, dtype=log_p.dtype, device=log_p.device)
-    terms = []
-    for order in itertools.permutations(range(k)):
-        lp = log_p[..., list(order)]
-        removed = excluded
-        total = torch.zeros_like(excluded)
-        for t in range(k):
-            total = total + lp[..., t] - _log1mexp(removed)
-            removed = torch.logaddexp(removed, lp[..., t])
-        terms.append(total)
-    return torch.stack(terms, -1).logsumexp(-1)
+    orders = torch.tensor(list(itertools.permutations(range(k))), device=log_p.device)
+    lp = log_p[..., orders]  # [..., k!, k]: every order at once
+    before = excluded[..., None, None].expand(lp.shape[:-1] + (1,))
+    # the mass removed before step t: the excluded elements and the members drawn before t
+    removed = torch.logaddexp(before, torch.logcumsumexp(lp, -1)[..., :-1])
+    removed = torch.cat([before, removed], -1)
+    return (lp - _log1mexp(removed)).sum(-1).logsumexp(-1)
 
 
 def unordered_set_weights(log_p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -79,23 +76,22 @@ def unordered_set_weights(log_p: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
     log_s = set_log_prob(log_p)
     if k == 1:
         return torch.ones_like(log_p), log_p.exp().unsqueeze(-1)
-    idx = list(range(k))
-    loo = []  # log p^{D minus i}(S minus i)
-    for i in idx:
-        rest = [j for j in idx if j != i]
-        loo.append(set_log_prob(log_p[..., rest], log_p[..., i]))
-    log_loo = torch.stack(loo, -1)
+    device = log_p.device
+    # log p^{D minus i}(S minus i), every i at once: the set without i, i's mass excluded
+    without = torch.tensor([[j for j in range(k) if j != i] for i in range(k)], device=device)
+    log_loo = set_log_prob(log_p[..., without], log_p)
     w = (log_p + log_loo - log_s.unsqueeze(-1)).exp()
-    v = torch.zeros(log_p.shape + (k,), dtype=log_p.dtype, device=log_p.device)
-    for i in idx:
-        v[..., i, i] = log_p[..., i].exp()
-        for j in idx:
-            if j == i:
-                continue
-            rest = [u for u in idx if u not in (i, j)]
-            removed = torch.logaddexp(log_p[..., i], log_p[..., j])
-            log_pair = set_log_prob(log_p[..., rest], removed) if rest else 0.0
-            v[..., i, j] = (log_p[..., j] + log_pair - log_loo[..., i]).exp()
+    # v_ij for every ordered pair i != j: the set without i and j, both masses excluded
+    pairs = [(i, j) for i in range(k) for j in range(k) if i != j]
+    i, j = (torch.tensor(t, device=device) for t in zip(*pairs))
+    removed = torch.logaddexp(log_p[..., i], log_p[..., j])
+    if k > 2:
+        rest = [[u for u in range(k) if u not in pair] for pair in pairs]
+        log_pair = set_log_prob(log_p[..., torch.tensor(rest, device=device)], removed)
+    else:
+        log_pair = torch.zeros_like(removed)  # nothing left: probability 1
+    v = torch.diag_embed(log_p.exp())
+    v[..., i, j] = (log_p[..., j] + log_pair - log_loo[..., i]).exp()
     return w, v
 
 

@@ -69,9 +69,9 @@ def brute_set_probability(p, members, excluded=()):
     return total
 
 
-def test_set_probabilities_and_weights_against_brute_force():
+@pytest.mark.parametrize("members", [[1, 3], [1, 3, 4], [0, 1, 3, 4]], ids=["k2", "k3", "k4"])
+def test_set_probabilities_and_weights_against_brute_force(members):
     p = torch.tensor([0.05, 0.3, 0.1, 0.25, 0.2, 0.1], dtype=torch.float64)
-    members = [1, 3, 4]
     lp = p[members].log()
     assert float(set_log_prob(lp).exp()) == pytest.approx(brute_set_probability(p, members))
     w, v = unordered_set_weights(lp)
@@ -85,10 +85,15 @@ def test_set_probabilities_and_weights_against_brute_force():
             pair = brute_set_probability(p, rest, [i, j]) if i != j else 1.0
             want = float(p[j]) * (pair / loo[a] if i != j else 1.0)
             assert float(v[a, b]) == pytest.approx(want)
-    # sum over every 3-subset of P(S) * sum_i w_i g(s_i) = E_p[g]
+    # batched: each problem's weights as if alone (every order and subset at once)
+    batch = torch.stack([lp, lp.flip(-1), lp.roll(1, -1)]).expand(2, 3, len(members))
+    wb, vb = unordered_set_weights(batch)
+    torch.testing.assert_close(wb[1, 1], w.flip(-1))
+    torch.testing.assert_close(vb[0, 2], v.roll((1, 1), (-2, -1)))
+    # sum over every k-subset of P(S) * sum_i w_i g(s_i) = E_p[g]
     g = torch.randn(6, dtype=torch.float64)
     total = 0.0
-    for subset in itertools.combinations(range(6), 3):
+    for subset in itertools.combinations(range(6), len(members)):
         wi, _ = unordered_set_weights(p[list(subset)].log())
         total += brute_set_probability(p, list(subset)) * float((wi * g[list(subset)]).sum())
     assert total == pytest.approx(float((p * g).sum()))
