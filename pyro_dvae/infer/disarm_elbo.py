@@ -31,7 +31,7 @@ from .antithetic import (
 from .local_latents import broadcast_to_site, local_data_plates, per_datum_terms
 from .pair_members import PairMembersMessenger
 from .surrogate_loss import SurrogateLossMixin
-from .util import DataPlates, sample_sites
+from .util import DataPlates, callable_key, sample_sites
 
 __all__ = ["DISARM_CATEGORICAL", "DISARM_COUPLINGS", "DisARMELBO"]
 
@@ -99,10 +99,6 @@ class _PairMessenger(Messenger):
                     else index
                 )
         msg["done"] = True
-
-
-def _callable_key(fn) -> tuple:
-    return (getattr(fn, "__func__", fn), id(getattr(fn, "__self__", None)))
 
 
 def _leaf_parameters(fn: Distribution) -> list[torch.Tensor]:
@@ -262,19 +258,15 @@ class DisARMELBO(SurrogateLossMixin, ELBO):
     def _coupling_for(self, guide, args, kwargs) -> str:
         if self.coupling != "auto":
             return self.coupling
-        key = _callable_key(guide)
+        key = callable_key(guide)
         if key not in self._auto:
             try:
                 deps = get_dependencies(guide, args, kwargs)["prior_dependencies"]
-                with poutine.block():
-                    trace = poutine.trace(guide).get_trace(*args, **kwargs)
-                discrete = {
-                    s["name"]
-                    for s in sample_sites(trace)
-                    if not s["is_observed"] and not getattr(s["fn"], "has_rsample", False)
-                }
+                _, discrete = self._latent_sites(guide, args, kwargs)
                 # continuous sites that read the discrete draws are redrawn per member
-                coupled = any(len(set(deps[name]) - {name}) > 0 for name in discrete & set(deps))
+                coupled = any(
+                    len(set(deps[name]) - {name}) > 0 for name in discrete if name in deps
+                )
             except Exception:  # provenance tracking failed: the always-valid choice
                 coupled = True
             self._auto[key] = "sequential" if coupled else "joint"
@@ -358,7 +350,7 @@ class DisARMELBO(SurrogateLossMixin, ELBO):
     def _latent_sites(self, guide, args, kwargs) -> tuple[list[str], list[str]]:
         """The guide's latent sites in execution order and its discrete (non-reparameterized)
         ones, from one run of the guide (once per guide)."""
-        key = _callable_key(guide)
+        key = callable_key(guide)
         if key not in self._latent:
             with poutine.block():
                 trace = poutine.trace(guide).get_trace(*args, **kwargs)
