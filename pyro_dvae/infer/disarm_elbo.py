@@ -31,7 +31,7 @@ from .antithetic import (
 from .local_latents import broadcast_to_site, local_data_plates, per_datum_terms
 from .pair_members import PairMembersMessenger
 from .surrogate_loss import SurrogateLossMixin
-from .util import DataPlates, callable_key, sample_sites
+from .util import DataPlates, callable_key, sample_sites, shape_failure
 
 __all__ = ["DISARM_CATEGORICAL", "DISARM_COUPLINGS", "DisARMELBO"]
 
@@ -387,8 +387,8 @@ class DisARMELBO(SurrogateLossMixin, ELBO):
         except DVAEInputError as error:  # the members' own refusal, less Pyro's trace shapes
             raise DVAEInputError(str(error).splitlines()[0]) from None
         except (RuntimeError, ValueError) as error:
-            first = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
-            if not any(word in first for word in ("size", "shape", "dimension", "expand")):
+            first = shape_failure(error)
+            if first is None:
                 raise
             raise DVAEInputError(
                 f"model or guide failed in DisARM's plate of {size} pair members at dim "

@@ -50,7 +50,7 @@ from torch.distributions import Distribution
 
 from ..errors import DVAEInputError, LatentSpaceTooLargeError
 from .broadcasting import BroadcastingMessenger
-from .util import callable_key
+from .util import callable_key, shape_failure
 
 __all__ = ["StructuredEnumeration"]
 
@@ -554,8 +554,8 @@ class StructuredEnumeration:
         try:
             return get_importance_trace("flat", nesting, model_fn, guide_fn, self.args, self.kwargs)
         except (RuntimeError, ValueError) as error:
-            first = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
-            if not any(word in first for word in ("size", "shape", "dimension", "expand")):
+            first = shape_failure(error)
+            if first is None:
                 raise
             enumerated = sorted(self.guide_enumerated | self.model_enumerated)
             raise DVAEInputError(

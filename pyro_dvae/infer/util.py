@@ -25,6 +25,7 @@ __all__ = [
     "per_datum_log_prob",
     "sample_sites",
     "sampled_prior_kl",
+    "shape_failure",
     "site_kl",
 ]
 
@@ -44,6 +45,23 @@ def callable_key(fn) -> tuple:
     if fn is None:
         return ()
     return (getattr(fn, "__func__", fn), id(getattr(fn, "__self__", None)))
+
+
+def shape_failure(error: Exception) -> str | None:
+    r"""The first line of ``error`` if it reads as a shape mismatch (what a model or guide that
+    does not broadcast over an extra leading dim raises), else ``None``.
+
+    Example:
+        >>> shape_failure(RuntimeError("The size of tensor a (3) must match b (2)\nTrace Shapes:"))
+        'The size of tensor a (3) must match b (2)'
+        >>> shape_failure(ValueError("bad scale")) is None
+        True
+    """
+    text = str(error).strip()
+    first = text.splitlines()[0] if text else repr(error)
+    if any(word in first for word in ("size", "shape", "dimension", "expand")):
+        return first
+    return None
 
 
 def sample_sites(trace: Trace) -> list[dict]:
