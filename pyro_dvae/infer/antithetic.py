@@ -10,9 +10,11 @@ from pyro.distributions.torch_distribution import ExpandedDistribution, MaskedDi
 from torch.distributions import Bernoulli, Categorical, Distribution, OneHotCategorical
 
 __all__ = [
+    "antithetic_uniforms",
     "bernoulli_logits",
     "categorical_logits",
     "disarm_weights",
+    "draw_from_uniforms",
     "stick_breaking_draw",
     "stick_breaking_logits",
     "stick_breaking_signal",
@@ -138,3 +140,38 @@ def disarm_weights(b: torch.Tensor, b_anti: torch.Tensor, logits: torch.Tensor) 
     """
     weight = (1.0 - 2.0 * b_anti) * torch.sigmoid(logits.abs())
     return torch.where(b != b_anti, weight, torch.zeros_like(weight)).detach()
+
+
+def antithetic_uniforms(params: torch.Tensor, bernoulli: bool) -> torch.Tensor:
+    """Uniforms ``u`` for a Bernoulli site with logits ``params`` (one per unit) or a
+    categorical site with logits ``params`` ``[..., K]`` (``K - 1`` per stick-breaking draw);
+    the antithetic member uses ``1 - u``.
+
+    Example:
+        >>> antithetic_uniforms(torch.zeros(2, 5), bernoulli=False).shape
+        torch.Size([2, 4])
+    """
+    shape = params.shape if bernoulli else params.shape[:-1] + (params.shape[-1] - 1,)
+    return torch.rand(shape, dtype=params.dtype, device=params.device)
+
+
+def draw_from_uniforms(
+    params: torch.Tensor, u: torch.Tensor, one_hot: bool | None = None
+) -> torch.Tensor:
+    """The value drawn from uniforms ``u``: ``1[u < sigmoid(params)]`` for a Bernoulli site
+    (``one_hot=None``), else the stick-breaking category of logits ``params`` (:func:
+    `stick_breaking_draw`), one-hot encoded if ``one_hot``. Detached.
+
+    Example:
+        >>> draw_from_uniforms(torch.zeros(3), torch.tensor([0.2, 0.7, 0.4]))
+        tensor([1., 0., 1.])
+        >>> draw_from_uniforms(torch.zeros(3), torch.tensor([0.9, 0.2]), one_hot=True)
+        tensor([0., 1., 0.])
+    """
+    with torch.no_grad():
+        if one_hot is None:
+            return (u < torch.sigmoid(params)).to(params.dtype)
+        index = stick_breaking_draw(params, u)
+        if one_hot:
+            return torch.nn.functional.one_hot(index, params.shape[-1]).to(params.dtype)
+        return index

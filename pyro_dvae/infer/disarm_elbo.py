@@ -21,10 +21,11 @@ from torch.distributions import Distribution
 
 from ..errors import DVAEInputError
 from .antithetic import (
+    antithetic_uniforms,
     bernoulli_logits,
     categorical_logits,
     disarm_weights,
-    stick_breaking_draw,
+    draw_from_uniforms,
     stick_breaking_logits,
     stick_breaking_signal,
 )
@@ -79,25 +80,15 @@ class _PairMessenger(Messenger):
         cat = None if logits is not None or not self.categorical else categorical_logits(msg["fn"])
         if logits is None and cat is None:
             return
-        noise_shape = logits.shape if cat is None else cat[0].shape[:-1] + (cat[0].shape[-1] - 1,)
+        params = logits if cat is None else cat[0]
         if name in self.flip:
             u = 1.0 - self.noise[name]
         elif self.record:
-            ref = logits if cat is None else cat[0]
-            u = torch.rand(noise_shape, dtype=ref.dtype, device=ref.device)
+            u = antithetic_uniforms(params, bernoulli=cat is None)
             self.noise[name] = u
         else:
             return
-        with torch.no_grad():
-            if cat is None:
-                msg["value"] = (u < torch.sigmoid(logits)).to(logits.dtype)
-            else:
-                index = stick_breaking_draw(cat[0], u)
-                msg["value"] = (
-                    torch.nn.functional.one_hot(index, cat[0].shape[-1]).to(cat[0].dtype)
-                    if cat[1]
-                    else index
-                )
+        msg["value"] = draw_from_uniforms(params, u, None if cat is None else cat[1])
         msg["done"] = True
 
 

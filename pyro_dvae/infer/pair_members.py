@@ -15,7 +15,12 @@ from pyro.poutine.subsample_messenger import _Subsample
 from torch.distributions import Distribution
 
 from ..errors import DVAEInputError
-from .antithetic import bernoulli_logits, categorical_logits, stick_breaking_draw
+from .antithetic import (
+    antithetic_uniforms,
+    bernoulli_logits,
+    categorical_logits,
+    draw_from_uniforms,
+)
 
 __all__ = ["PairMembersMessenger"]
 
@@ -83,15 +88,16 @@ class PairMembersMessenger(Messenger):
         logits = bernoulli_logits(fn)
         cat = None if logits is not None or not self.categorical else categorical_logits(fn)
         pairable = logits is not None or cat is not None
+        one_hot = None if cat is None else cat[1]
         if not pairable and all(copied <= position for copied, _ in self.members):
             return  # a fresh draw for every member: Pyro samples it as written
         axis = len(fn.batch_shape) - self.width
         values = list(self.chunks(fn, fn(*msg["args"], **msg["kwargs"])))
         if pairable:
             params = self.chunks(fn, logits if cat is None else cat[0])
-            u = self._uniforms(params[0], bernoulli=cat is None)
+            u = antithetic_uniforms(params[0], bernoulli=cat is None)
             self.noise[name] = u
-            values[0] = self._draw(params[0], u, cat)
+            values[0] = draw_from_uniforms(params[0], u, one_hot)
         for j, (copied, flipped) in enumerate(self.members, 1):
             if position < copied:
                 values[j] = values[0]
@@ -102,21 +108,6 @@ class PairMembersMessenger(Messenger):
                         "DisARM's joint antithetic pair does not apply; use "
                         "coupling='sequential' (or 'auto')"
                     )
-                values[j] = self._draw(params[j], 1.0 - u, cat)
+                values[j] = draw_from_uniforms(params[j], 1.0 - u, one_hot)
         msg["value"] = torch.cat(values, axis)
         msg["done"] = True
-
-    @staticmethod
-    def _uniforms(params: torch.Tensor, bernoulli: bool) -> torch.Tensor:
-        shape = params.shape if bernoulli else params.shape[:-1] + (params.shape[-1] - 1,)
-        return torch.rand(shape, dtype=params.dtype, device=params.device)
-
-    @staticmethod
-    def _draw(params: torch.Tensor, u: torch.Tensor, cat) -> torch.Tensor:
-        with torch.no_grad():
-            if cat is None:
-                return (u < torch.sigmoid(params)).to(params.dtype)
-            index = stick_breaking_draw(params, u)
-            if cat[1]:
-                return torch.nn.functional.one_hot(index, params.shape[-1]).to(params.dtype)
-            return index
