@@ -3,6 +3,7 @@ baseline (Kool, van Hoof & Welling 2020, arXiv:2002.06043)."""
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 
@@ -34,6 +35,23 @@ def _log1mexp(a: torch.Tensor) -> torch.Tensor:
     return torch.where(a > -math.log(2), torch.log(-torch.expm1(a)), torch.log1p(-torch.exp(a)))
 
 
+@functools.cache
+def _orders(k: int, device: torch.device) -> torch.Tensor:
+    """Every order of k members, ``[k!, k]`` (built once per size and device)."""
+    return torch.tensor(list(itertools.permutations(range(k))), device=device)
+
+
+@functools.cache
+def _subsets(k: int, device: torch.device) -> tuple[torch.Tensor, ...]:
+    """Indices of the set without member i (``[k, k - 1]``), the ordered pairs i != j, and the
+    set without i and j (``[k (k - 1), k - 2]``), built once per size and device."""
+    pairs = [(a, b) for a in range(k) for b in range(k) if a != b]
+    without = [[u for u in range(k) if u != a] for a in range(k)]
+    rest = [[u for u in range(k) if u not in pair] for pair in pairs]
+    i, j = zip(*pairs)
+    return tuple(torch.tensor(t, dtype=torch.long, device=device) for t in (without, i, j, rest))
+
+
 def set_log_prob(log_p: torch.Tensor, excluded: torch.Tensor | None = None) -> torch.Tensor:
     """log-probability that k draws without replacement from a distribution give the set whose
     members have log-probabilities ``log_p`` ``[..., k]`` (any order), when the elements with
@@ -48,8 +66,7 @@ def set_log_prob(log_p: torch.Tensor, excluded: torch.Tensor | None = None) -> t
     k = log_p.shape[-1]
     if excluded is None:
         excluded = torch.full(log_p.shape[:-1], -math.inf, dtype=log_p.dtype, device=log_p.device)
-    orders = torch.tensor(list(itertools.permutations(range(k))), device=log_p.device)
-    lp = log_p[..., orders]  # [..., k!, k]: every order at once
+    lp = log_p[..., _orders(k, log_p.device)]  # [..., k!, k]: every order at once
     before = excluded[..., None, None].expand(lp.shape[:-1] + (1,))
     # the mass removed before step t: the excluded elements and the members drawn before t
     removed = torch.logaddexp(before, torch.logcumsumexp(lp, -1)[..., :-1])
@@ -76,18 +93,14 @@ def unordered_set_weights(log_p: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
     log_s = set_log_prob(log_p)
     if k == 1:
         return torch.ones_like(log_p), log_p.exp().unsqueeze(-1)
-    device = log_p.device
+    without, i, j, rest = _subsets(k, log_p.device)
     # log p^{D minus i}(S minus i), every i at once: the set without i, i's mass excluded
-    without = torch.tensor([[j for j in range(k) if j != i] for i in range(k)], device=device)
     log_loo = set_log_prob(log_p[..., without], log_p)
     w = (log_p + log_loo - log_s.unsqueeze(-1)).exp()
     # v_ij for every ordered pair i != j: the set without i and j, both masses excluded
-    pairs = [(i, j) for i in range(k) for j in range(k) if i != j]
-    i, j = (torch.tensor(t, device=device) for t in zip(*pairs))
     removed = torch.logaddexp(log_p[..., i], log_p[..., j])
     if k > 2:
-        rest = [[u for u in range(k) if u not in pair] for pair in pairs]
-        log_pair = set_log_prob(log_p[..., torch.tensor(rest, device=device)], removed)
+        log_pair = set_log_prob(log_p[..., rest], removed)
     else:
         log_pair = torch.zeros_like(removed)  # nothing left: probability 1
     v = torch.diag_embed(log_p.exp())
